@@ -1,0 +1,1 @@
+"""One module per claim: statement, hypotheses, bounds, estimator and check."""

@@ -1,0 +1,373 @@
+"""Claim T2 (Lin, Sekar, Fanti 2021, Thm. 2): variance of spectrally normalised random matrices.
+
+``A`` is ``m x n`` with i.i.d. entries from a symmetric law and ``A_bar = A / ||A||_sp``.
+
+Estimator (toolkit). By symmetry ``E a_bar_ij = 0``; by exchangeability of the entries,
+``Var(a_bar_ij) = E[||A||_F^2 / ||A||_sp^2] / (m n)``: the mean stable rank over ``m n``. Each sample
+contributes ``X = ||A_bar||_F^2 / (m n)``, an unbiased estimate that uses every entry, and
+``Y = sum_ij a_bar_ij / (m n)``. For symmetric laws ``Var = E X``; for the non-symmetric controls
+``Var = E X - (E Y)^2`` (delta method for its interval). ``1 <= stable rank <= min{m, n}``, so ``X``
+is bounded and the CLT interval is valid for every law, heavy tails included.
+
+Checks, each an inequality with its own hypotheses:
+
+``upper``     ``E[a_bar^2] <= 1/max{m,n}`` (paper). Holds for every matrix, since the stable rank is at
+              most ``min{m,n}``; it can only fail if the normaliser under-estimates ``||A||_sp``.
+``gauss-lb``  ``Var >= 1/((sqrt m + sqrt n)^2 + 1)`` (toolkit, Gaussian entries, any m, n): with
+              ``A = R B``, ``R = ||A||_F`` independent of ``B`` uniform on the sphere, Jensen gives
+              ``E[1/||B||_sp^2] >= m n / E||A||_sp^2``; Gordon: ``E||A||_sp <= sqrt m + sqrt n``; Gaussian
+              concentration: ``Var ||A||_sp <= 1``.
+``L-ref``     ``L_hat = 1/(max{m,n} Var) <= L_ref = 13/3`` (Gaussian or uniform entries, m, n >= 2,
+              max{m,n} >= 3). The paper proves some dimension-free ``L`` without a recoverable value;
+              13/3 is the constant the Gaussian bound gives (``(sqrt m + sqrt n)^2 + 1 <= 4 max + 1 <=
+              13/3 max`` when ``max >= 3``) and is the reference the toolkit holds both laws to.
+              Across a sweep, ``L_hat`` staying under ``L_ref`` is the numerical form of "bounded".
+
+Reported beside them: ``L_hat`` with its interval, the Bai-Yin ratio ``Var (sqrt m + sqrt n)^2``
+(tends to 1 for zero-mean entries with a finite fourth moment), the mean stable rank and the mean
+entry ``E a_bar``. Heavy-tailed and non-symmetric laws are negative controls: their lower-bound
+checks are reported as OUTSIDE-HYPOTHESES with what was observed (the bound fails for heavy tails),
+never as violations of the theorem.
+
+Normalisers (``normalizer`` parameter): ``sn`` divides by the exact ``||A||_sp`` (the theorem);
+``sn-power:K`` by ``K`` cold-start power iterations (an under-estimate: a realistic bug);
+``sn-scaled:c`` by ``c ||A||_sp``. The checks are held against any normaliser, so a broken one is
+caught as VIOLATED.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .._validation import require_positive_int
+from ..monte_carlo.engine import CaseResult, StoppingRule, Task, run_tasks
+from ..monte_carlo.store import ResultStore
+from ..provenance import provenance
+from ..monte_carlo.estimators import Estimate, Moments, delta_estimate, mean_estimate
+from ..monte_carlo.verdicts import BoundCheck, Verdict, assign_verdicts
+from ..random_weights import parse_distribution
+from ..spectral import largest_singular_value
+from .base import case_verdict, parse_shapes
+
+__all__ = ["CLAIM", "L_REF", "Thm2Case", "make_tasks", "sample_block", "build_record",
+           "finalize_sweep", "default_sweep", "parse_normalizer", "DEFAULT_SHAPES",
+           "CONTROL_SHAPES", "CONTROL_DISTS", "cases_from_grid", "run"]
+
+CLAIM = "thm2"
+CLAIM_VERSION = 1
+L_REF = 13 / 3
+SPECTRAL_RTOL = 1e-10          # far below any Monte Carlo precision a user can ask for
+BLOCK_ENTRIES = 1 << 18        # random numbers per block (the unit of the random stream)
+
+DEFAULT_SHAPES: tuple[tuple[int, int], ...] = (
+    (2, 2), (3, 3), (4, 4), (6, 6), (8, 8), (12, 12), (16, 16), (24, 24), (32, 32), (48, 48),
+    (64, 64), (96, 96), (128, 128), (192, 192), (256, 256), (384, 384), (512, 512), (768, 768),
+    (1024, 1024), (1536, 1536), (2048, 2048), (3072, 3072), (4096, 4096),
+    (2, 3), (3, 2), (2, 16), (16, 2), (2, 256), (3, 200), (200, 3), (8, 64), (64, 8),
+    (16, 256), (64, 32), (32, 64), (128, 512), (512, 128), (10, 1000), (1000, 10),
+    (256, 1024), (512, 2048), (2048, 512), (1024, 4096), (4096, 1024),
+)
+CONTROL_SHAPES: tuple[tuple[int, int], ...] = (
+    (4, 4), (16, 16), (64, 64), (256, 256), (1024, 1024), (64, 32), (3, 200),
+)
+CONTROL_DISTS: tuple[str, ...] = ("cauchy", "student-t:2.5", "exponential")
+
+
+def parse_normalizer(spec: str) -> tuple[str, float]:
+    """``"sn"`` -> ("sn", 1); ``"sn-power:K"`` -> ("sn-power", K); ``"sn-scaled:c"`` -> ("sn-scaled", c)."""
+    if not isinstance(spec, str):
+        raise TypeError(f"`normalizer` must be a string such as 'sn', got {spec!r}")
+    text = spec.strip().lower()
+    if text == "sn":
+        return "sn", 1.0
+    kind, _, raw = text.partition(":")
+    if kind == "sn-power":
+        try:
+            k = int(raw)
+        except ValueError:
+            k = 0
+        if k < 1:
+            raise ValueError(f"`normalizer` {spec!r}: the number of power iterations must be an "
+                             f"integer >= 1, as in 'sn-power:1'")
+        return "sn-power", float(k)
+    if kind == "sn-scaled":
+        try:
+            c = float(raw)
+        except ValueError:
+            c = float("nan")
+        if not math.isfinite(c) or c <= 0:
+            raise ValueError(f"`normalizer` {spec!r}: the scale must be a finite number > 0, as "
+                             f"in 'sn-scaled:0.5'")
+        return "sn-scaled", c
+    raise ValueError(f"`normalizer` must be 'sn', 'sn-power:K' or 'sn-scaled:c', got {spec!r}")
+
+
+def _power_iteration_sigma(a: np.ndarray, iterations: int, rng: np.random.Generator) -> np.ndarray:
+    """Miyato-style estimate ``u^T A v`` after ``iterations`` steps from a random ``u``; (N,)."""
+    u = rng.standard_normal(a.shape[:2])                       # (N, m)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    for _ in range(iterations):
+        v = np.einsum("kij,ki->kj", a, u)                      # (N, n) = A^T u
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        u = np.einsum("kij,kj->ki", a, v)                      # (N, m) = A v
+        sigma = np.linalg.norm(u, axis=1)
+        u /= sigma[:, None]
+    return sigma
+
+
+def sample_block(params: dict, rng: np.random.Generator, count: int) -> np.ndarray:
+    """Per-sample statistics ``(X, Y)`` for ``count`` random matrices; shape ``(count, 2)``."""
+    m, n = params["m"], params["n"]
+    dist = parse_distribution(params["dist"])
+    kind, value = parse_normalizer(params["normalizer"])
+    a = dist.sample(rng, (count, m, n))                        # (count, m, n)
+    if kind == "sn-power":
+        sigma = _power_iteration_sigma(a, int(value), rng)
+    else:
+        sigma = largest_singular_value(a, rtol=SPECTRAL_RTOL).sigma * value
+    frobenius_sq = np.einsum("kij,kij->k", a, a)
+    total = a.sum(axis=(1, 2))
+    mn = m * n
+    return np.column_stack([frobenius_sq / (sigma * sigma * mn), total / (sigma * mn)])
+
+
+@dataclass(frozen=True)
+class Thm2Case:
+    m: int
+    n: int
+    dist: str
+    normalizer: str = "sn"
+
+    @property
+    def params(self) -> dict:
+        return {"claim_version": CLAIM_VERSION, "m": self.m, "n": self.n, "dist": self.dist,
+                "normalizer": self.normalizer}
+
+
+def _variance(moments: Moments, symmetric: bool) -> Estimate:
+    if symmetric:
+        return mean_estimate(moments, 0)
+    return delta_estimate(moments, lambda mu: mu[0] - mu[1] ** 2,
+                          lambda mu: np.array([1.0, -2.0 * mu[1]]))
+
+
+def _primary_for(symmetric: bool):
+    if symmetric:
+        return _primary_symmetric
+    return _primary_general
+
+
+def _primary_symmetric(moments: Moments) -> Estimate:
+    return _variance(moments, True)
+
+
+def _primary_general(moments: Moments) -> Estimate:
+    return _variance(moments, False)
+
+
+def make_tasks(cases: Iterable[Thm2Case], *, allow_outside_hypotheses: bool = False) -> list[Task]:
+    """Validate cases and turn them into engine tasks.
+
+    Shapes with ``m < 2`` or ``n < 2`` are outside Theorem 2 (a ``1 x n`` matrix normalises to a unit
+    vector, ``Var = 1/n`` exactly) and are refused unless ``allow_outside_hypotheses``.
+    """
+    tasks = []
+    for case in cases:
+        m = require_positive_int("m", case.m)
+        n = require_positive_int("n", case.n)
+        if min(m, n) < 2 and not allow_outside_hypotheses:
+            raise ValueError(f"`shapes` entry {m}x{n} is outside Theorem 2's hypotheses: it needs "
+                             f"m >= 2 and n >= 2 (the lower bound also needs max{{m,n}} >= 3). "
+                             f"Pass allow_outside_hypotheses=True (CLI: --allow-outside-hypotheses) "
+                             f"to run it anyway")
+        dist = parse_distribution(case.dist)
+        canonical = Thm2Case(m, n, dist.name, case.normalizer.strip().lower())
+        parse_normalizer(canonical.normalizer)
+        block = max(1, min(16384, BLOCK_ENTRIES // (m * n)))
+        tasks.append(Task(claim=CLAIM, params=canonical.params,
+                          sampler="sntheory.claims.thm2:sample_block", block_size=block,
+                          primary=_primary_for(dist.symmetric), n_stats=2,
+                          cost_per_sample=float(m * n)))
+    return tasks
+
+
+def _hypothesis_notes(m: int, n: int, dist_name: str) -> dict[str, str]:
+    """Why each lower-bound check is outside its hypotheses ('' when inside)."""
+    dist = parse_distribution(dist_name)
+    law = []
+    if not dist.symmetric:
+        law.append("not symmetric")
+    if not dist.finite_fourth_moment:
+        law.append("heavy-tailed: infinite fourth moment")
+    law_text = "; ".join(law)
+    gauss = "" if dist.name == "gaussian" else (
+        f"entries are {dist.name}, not Gaussian" + (f" ({law_text})" if law_text else ""))
+    lref_parts = []
+    if not dist.in_lower_bound_hypothesis:
+        lref_parts.append(f"entries are {dist.name}, not Gaussian or uniform"
+                          + (f" ({law_text})" if law_text else ""))
+    if min(m, n) < 2 or max(m, n) < 3:
+        lref_parts.append(f"shape {m}x{n} needs m, n >= 2 and max{{m,n}} >= 3")
+    # E[a_bar^2] <= 1/max{m,n} holds for every matrix: no hypothesis on the law or the shape
+    return {"upper": "", "gauss-lb": gauss, "L-ref": "; ".join(lref_parts)}
+
+
+def build_record(task: Task, moments: Moments, *, n_blocks: int, precision_reached: bool,
+                 wall_s: float, seed: int) -> dict:
+    """Everything about one finished case except the sweep-level verdicts (JSON-able)."""
+    p = task.params
+    m, n = p["m"], p["n"]
+    dist = parse_distribution(p["dist"])
+    var = _variance(moments, dist.symmetric)
+    second_moment = mean_estimate(moments, 0)
+    mean_entry = mean_estimate(moments, 1)
+    big = max(m, n)
+    by_scale = (math.sqrt(m) + math.sqrt(n)) ** 2
+    low, high = var.ci(0.95)
+    l_hat = 1 / (big * var.value) if var.value > 0 else math.inf
+    l_ci = (1 / (big * high) if high > 0 else math.inf, 1 / (big * low) if low > 0 else math.inf)
+    return {
+        "claim": CLAIM, "key": task.key(seed), "params": p, "seed": seed,
+        "n_samples": moments.count, "n_blocks": n_blocks, "block_size": task.block_size,
+        "precision_reached": precision_reached, "wall_s": wall_s,
+        "moments": moments.to_json(),
+        "estimate": var.value, "se": var.se, "ci_low": low, "ci_high": high,
+        "second_moment": {"estimate": second_moment.value, "se": second_moment.se},
+        "mean_entry": {"estimate": mean_entry.value, "ci": list(mean_entry.ci(0.95))},
+        "mean_stable_rank": second_moment.value * m * n,
+        "bounds": {
+            "upper_1_over_max": 1 / big,
+            "gaussian_lower": 1 / (by_scale + 1),
+            "L_ref_lower": 1 / (L_REF * big),
+            "L_ref": L_REF,
+        },
+        "L_hat": {"estimate": l_hat, "ci_low": l_ci[0], "ci_high": l_ci[1]},
+        "bai_yin_ratio": {"estimate": var.value * by_scale, "ci_low": low * by_scale,
+                          "ci_high": high * by_scale},
+    }
+
+
+def _checks_for(record: dict) -> list[BoundCheck]:
+    p = record["params"]
+    m, n = p["m"], p["n"]
+    notes = _hypothesis_notes(m, n, p["dist"])
+    df = record["n_samples"] - 1
+    var = Estimate(record["estimate"], record["se"], df)
+    second = Estimate(record["second_moment"]["estimate"], record["second_moment"]["se"], df)
+    b = record["bounds"]
+    return [
+        BoundCheck("upper", "E[a_bar^2] <= 1/max{m,n}", "upper", second, b["upper_1_over_max"],
+                   in_hypotheses=not notes["upper"], hypothesis_note=notes["upper"]),
+        BoundCheck("gauss-lb", "Var >= 1/((sqrt m + sqrt n)^2 + 1)", "lower", var,
+                   b["gaussian_lower"], in_hypotheses=not notes["gauss-lb"],
+                   hypothesis_note=notes["gauss-lb"]),
+        BoundCheck("L-ref", "L_hat = 1/(max{m,n} Var) <= 13/3", "lower", var, b["L_ref_lower"],
+                   in_hypotheses=not notes["L-ref"], hypothesis_note=notes["L-ref"]),
+    ]
+
+
+def finalize_sweep(records: Sequence[dict], alpha: float = 0.05) -> dict:
+    """Assign Holm-controlled verdicts over the whole sweep and summarise ``L_hat`` per law.
+
+    Returns ``{"records": [...], "summary": {...}}``; each record gains ``checks`` and ``verdict``.
+    """
+    all_checks: list[BoundCheck] = []
+    per_record = []
+    for record in records:
+        checks = _checks_for(record)
+        per_record.append(checks)
+        all_checks.extend(checks)
+    assign_verdicts(all_checks, alpha=alpha)
+    out = []
+    for record, checks in zip(records, per_record):
+        rec = dict(record)
+        rec["checks"] = [c.to_json() for c in checks]
+        rec["verdict"] = str(case_verdict(checks))
+        out.append(rec)
+    return {"records": out, "summary": _summary(out, alpha, len(all_checks))}
+
+
+def _summary(records: Sequence[dict], alpha: float, n_checks: int) -> dict:
+    by_law: dict[str, list[dict]] = {}
+    for r in records:
+        by_law.setdefault(f'{r["params"]["dist"]} / {r["params"]["normalizer"]}', []).append(r)
+    laws = {}
+    for law, rows in by_law.items():
+        worst = max(rows, key=lambda r: r["L_hat"]["estimate"])
+        big = np.array([max(r["params"]["m"], r["params"]["n"]) for r in rows], dtype=float)
+        l_hat = np.array([r["L_hat"]["estimate"] for r in rows])
+        slope = None
+        if len(rows) >= 3 and np.ptp(np.log(big)) > 0 and np.all(np.isfinite(l_hat)):
+            slope = float(np.polyfit(np.log(big), np.log(l_hat), 1)[0])
+        lref = [c for r in rows for c in r["checks"] if c["name"] == "L-ref"]
+        in_hyp = [c for c in lref if c["in_hypotheses"]]
+        laws[law] = {
+            "cases": len(rows),
+            "max_L_hat": worst["L_hat"]["estimate"],
+            "max_L_hat_ci_high": worst["L_hat"]["ci_high"],
+            "max_L_hat_shape": f'{worst["params"]["m"]}x{worst["params"]["n"]}',
+            "log_L_hat_vs_log_max_slope": slope,
+            "L_hat_bounded_by_L_ref": (all(c["verdict"] == "HOLDS" for c in in_hyp)
+                                       if in_hyp else None),
+            "L_ref_exceeded_outside_hypotheses": sum(c["observed"] == "bound-fails"
+                                                     for c in lref if not c["in_hypotheses"]),
+            "verdicts": {v.value: sum(r["verdict"] == v.value for r in rows) for v in Verdict},
+        }
+    return {"alpha_familywise": alpha, "n_checks": n_checks,
+            "multiple_testing": "Holm step-down over all in-hypothesis checks of the sweep",
+            "laws": laws,
+            "any_violated": any(r["verdict"] == "VIOLATED" for r in records)}
+
+
+def default_sweep(normalizer: str = "sn", controls: bool = True) -> list[Thm2Case]:
+    """>= 40 shapes from 2x2 to 4096x4096 for Gaussian and uniform entries, plus heavy-tailed and
+    non-symmetric negative controls on a smaller grid."""
+    cases = [Thm2Case(m, n, d, normalizer) for d in ("gaussian", "uniform")
+             for m, n in DEFAULT_SHAPES]
+    if controls:
+        cases += [Thm2Case(m, n, d, normalizer) for d in CONTROL_DISTS for m, n in CONTROL_SHAPES]
+    return cases
+
+
+def cases_from_grid(shapes: str | Sequence, dists: str | Sequence[str],
+                    normalizer: str = "sn") -> list[Thm2Case]:
+    shape_list = parse_shapes(shapes)
+    dist_list = [d for d in (dists.split(",") if isinstance(dists, str) else dists)]
+    if not dist_list or any(not d.strip() for d in dist_list):
+        raise ValueError(f"`dist` must list at least one distribution, got {dists!r}")
+    names = [parse_distribution(d).name for d in dist_list]
+    return [Thm2Case(m, n, d, normalizer) for d in names for m, n in shape_list]
+
+
+def run(cases: Sequence[Thm2Case], *, seed: int = 0, rule: StoppingRule | None = None,
+        store: ResultStore | None = None, workers: int = 1, alpha: float = 0.05,
+        allow_outside_hypotheses: bool = False, progress: bool = True,
+        executor=None) -> dict:
+    """Run a T2 sweep: Monte Carlo per case, Holm verdicts, summary and provenance (JSON-able)."""
+    rule = rule or StoppingRule()
+    tasks = make_tasks(cases, allow_outside_hypotheses=allow_outside_hypotheses)
+    started = time.perf_counter()
+
+    def save(result: CaseResult) -> None:
+        result.record = build_record(result.task, result.moments, n_blocks=result.n_blocks,
+                                     precision_reached=result.precision_reached,
+                                     wall_s=result.wall_s, seed=seed)
+        if store is not None:
+            store.save_case(result.key, result.record)
+
+    results = run_tasks(tasks, seed=seed, rule=rule, store=store, workers=workers,
+                        executor=executor, progress=progress, on_case_done=save)
+    records = [r.record for r in results]
+    out = finalize_sweep(records, alpha=alpha)
+    config = {"claim": CLAIM, "claim_version": CLAIM_VERSION, "precision": rule.precision,
+              "level": rule.level, "min_samples": rule.min_samples,
+              "max_samples": rule.max_samples, "alpha": alpha, "workers": workers,
+              "cases": [c["params"] for c in records]}
+    out["provenance"] = provenance(seed=seed, config=config)
+    out["wall_s"] = time.perf_counter() - started
+    out["resumed_cases"] = sum(r.resumed for r in results)
+    return out

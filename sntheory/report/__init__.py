@@ -1,0 +1,1 @@
+"""Results -> figures (matplotlib, Agg backend) and tables."""
