@@ -6,7 +6,8 @@ upper bound, ``>=`` for a lower bound). Each check yields two one-sided p-values
 * ``p_violation`` tests H0 "the bound holds" — small when the estimate sits significantly on the
   wrong side of the bound (beyond a relative round-off allowance ``rel_tol``);
 * ``p_holds`` tests H0 "the bound fails" — small when the estimate sits significantly on the
-  right side.
+  right side of the bound (again up to ``rel_tol``: a bound met with equality, as by a ``1 x n``
+  matrix, HOLDS).
 
 :func:`assign_verdicts` applies Holm's step-down procedure to each family over all in-hypothesis
 checks of a sweep, so the probability of calling any true bound VIOLATED is at most ``alpha`` for
@@ -78,7 +79,7 @@ class BoundCheck:
         return float(stats.t.sf(gap / self.estimate.se, self.estimate.df))
 
     def p_holds(self) -> float:
-        gap = self._signed_gap(with_tolerance=False)
+        gap = self._signed_gap(with_tolerance=True)
         if self.estimate.se == 0:
             return 0.0 if gap <= 0 else 1.0
         return float(stats.t.cdf(gap / self.estimate.se, self.estimate.df))
