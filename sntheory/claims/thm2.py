@@ -135,6 +135,17 @@ def sample_block(params: dict, rng: np.random.Generator, count: int) -> np.ndarr
     return np.column_stack([frobenius_sq / (sigma * sigma * mn), total / (sigma * mn)])
 
 
+def sample_block_floor(params: dict, rng: np.random.Generator, count: int) -> np.ndarray:
+    """Benchmark floor: draw the same random numbers and make one pass over each matrix.
+
+    No spectral work: the time of this sampler bounds from below what any T2 estimator can cost.
+    """
+    m, n = params["m"], params["n"]
+    a = parse_distribution(params["dist"]).sample(rng, (count, m, n))
+    total = a.sum(axis=(1, 2))
+    return np.column_stack([total, total])
+
+
 @dataclass(frozen=True)
 class Thm2Case:
     m: int
