@@ -18,6 +18,7 @@ sntheory / floor (target: <= 3x everywhere).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -83,8 +84,8 @@ def main(argv=None) -> int:
             (task,) = thm2.make_tasks([thm2.Thm2Case(m, n, "gaussian")])
             t_engine, result = _engine_time(task, rule, args.seed, executor, args.workers)
             n_samples = result.moments.count
-            floor_task = type(task)(**{**task.__dict__,
-                                       "sampler": "sntheory.claims.thm2:sample_block_floor"})
+            floor_task = dataclasses.replace(task,
+                                         sampler="sntheory.claims.thm2:sample_block_floor")
             floor_rule = StoppingRule(precision=1e9, min_samples=n_samples,
                                       max_samples=max(n_samples, 2))
             t_floor, floor_result = _engine_time(floor_task, floor_rule, args.seed, executor,

@@ -57,7 +57,7 @@ def test_heavy_tails_are_reported_as_outside_hypotheses(capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--shapes", "0x8"], "shapes"),
-    (["--shapes", "-3x8"], "shapes"),
+    (["--shapes=-3x8"], "shapes"),
     (["--shapes", "8x8x8"], "malformed"),
     (["--shapes", "1x8"], "outside Theorem 2's hypotheses"),
     (["--dist", "lognormal"], "dist"),
