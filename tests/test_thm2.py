@@ -158,8 +158,12 @@ def test_records_carry_provenance_and_every_bound():
     out = _run([thm2.Thm2Case(8, 8, "gaussian")], seed=9)
     r = out["records"][0]
     for key in ("claim", "params", "estimate", "ci_low", "ci_high", "bounds", "verdict",
-                "n_samples", "seed", "L_hat", "bai_yin_ratio", "checks"):
+                "n_samples", "seed", "L_hat", "bai_yin_ratio", "checks", "provenance"):
         assert key in r, key
+    case_prov = r["provenance"]
+    assert case_prov["seed"] == 9 and case_prov["git_commit"]
+    assert case_prov["config"]["stopping_rule"]["precision"] == FAST.precision
+    assert case_prov["config"]["params"] == r["params"]
     assert set(r["bounds"]) >= {"upper_1_over_max", "gaussian_lower", "L_ref_lower"}
     prov = out["provenance"]
     assert prov["seed"] == 9

@@ -36,6 +36,7 @@ caught as VIOLATED.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -228,8 +229,12 @@ def _hypothesis_notes(m: int, n: int, dist_name: str) -> dict[str, str]:
 
 
 def build_record(task: Task, moments: Moments, *, n_blocks: int, precision_reached: bool,
-                 wall_s: float, seed: int) -> dict:
-    """Everything about one finished case except the sweep-level verdicts (JSON-able)."""
+                 wall_s: float, seed: int, rule: StoppingRule | None = None) -> dict:
+    """Everything about one finished case except the sweep-level verdicts (JSON-able).
+
+    ``provenance`` records who computed this case (commit, versions, device, time) and with which
+    configuration: a case reused from a store keeps the provenance of the run that computed it.
+    """
     p = task.params
     m, n = p["m"], p["n"]
     dist = parse_distribution(p["dist"])
@@ -243,6 +248,10 @@ def build_record(task: Task, moments: Moments, *, n_blocks: int, precision_reach
     l_ci = (1 / (big * high) if high > 0 else math.inf, 1 / (big * low) if low > 0 else math.inf)
     return {
         "claim": CLAIM, "key": task.key(seed), "params": p, "seed": seed,
+        "provenance": provenance(seed=seed, config={
+            "params": p, "block_size": task.block_size, "sampler": task.sampler,
+            "spectral_rtol": SPECTRAL_RTOL,
+            "stopping_rule": dataclasses.asdict(rule) if rule is not None else None}),
         "n_samples": moments.count, "n_blocks": n_blocks, "block_size": task.block_size,
         "precision_reached": precision_reached, "wall_s": wall_s,
         "moments": moments.to_json(),
@@ -366,7 +375,7 @@ def run(cases: Sequence[Thm2Case], *, seed: int = 0, rule: StoppingRule | None =
     def save(result: CaseResult) -> None:
         result.record = build_record(result.task, result.moments, n_blocks=result.n_blocks,
                                      precision_reached=result.precision_reached,
-                                     wall_s=result.wall_s, seed=seed)
+                                     wall_s=result.wall_s, seed=seed, rule=rule)
         if store is not None:
             store.save_case(result.key, result.record)
 
