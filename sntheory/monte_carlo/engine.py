@@ -296,15 +296,19 @@ def run_tasks(tasks: Sequence[Task], *, seed: int, rule: StoppingRule,
                         state.receive(unit, execute_unit(unit), store)
                     else:
                         pending[executor.submit(execute_unit, unit)] = (state, unit)
+            received_any = False
             if pending:
                 finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for future in finished:
                     state, unit = pending.pop(future)
                     state.receive(unit, future.result(), store)
+                    received_any = True
             for state in [s for s in active if s.done]:
                 finish(state)
             active = [s for s in active if not s.done]
-            if active and not pending and not submitted_any:
+            # received blocks may have planned more work: only a round that neither submitted
+            # nor received anything, with nothing in flight, is a stall
+            if active and not pending and not submitted_any and not received_any:
                 raise RuntimeError("Monte Carlo driver stalled: cases unfinished but no work "
                                    "left to submit (this is a bug in sntheory)")
     finally:
