@@ -294,6 +294,9 @@ def run_tasks(tasks: Sequence[Task], *, seed: int, rule: StoppingRule,
                     progressed = submitted_any = True
                     if executor is None:
                         state.receive(unit, execute_unit(unit), store)
+                        if state.done:  # report it (on_case_done, progress) before going on
+                            progressed = False
+                            break
                     else:
                         pending[executor.submit(execute_unit, unit)] = (state, unit)
             received_any = False
