@@ -1,0 +1,792 @@
+"""Compiled (numba) kernels behind :mod:`sntheory.spectral`.  Private: no argument checks here.
+
+Conventions shared by every kernel
+----------------------------------
+* A matrix is handed over as ``X`` of shape ``(ell, d)``, C-contiguous, float64 or float32.
+  The operator that is worked on is the ``d x d`` Gram matrix ``B = f^2 X^T X`` (sum of the
+  outer products of the *rows* of ``X``), where ``f = 2**-e`` is an exact power of two chosen
+  per matrix so that ``max|f X|`` lies in [1/2, 1).  The scaling keeps every intermediate
+  quantity far from overflow and underflow for any finite input, and it is undone exactly at
+  the end (multiplication by a power of two).
+* All arithmetic is float64, also for float32 storage (a float32 entry is converted exactly).
+* Per matrix a kernel reports ``amax = max|X|``: NaN when the matrix holds NaN or infinity and
+  0 for an all-zero matrix; the Python layer turns those into errors.  Such matrices are
+  skipped (their outputs are NaN / 0).
+* Determinism: every matrix is processed by the same sequence of floating-point operations,
+  whatever its position in the batch (loops are vectorised without alignment peeling), so a
+  result never depends on the batch it came in.
+
+``fastmath`` is restricted to re-association and FMA contraction: the rounding-error bounds
+used below (``gamma_n = n u / (1 - n u)`` for a sum of ``n`` products) hold for any order of
+summation and for fused multiply-adds, and no flag assumes finite values.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["tiny_batch", "lanczos_batch", "mixed_batch", "scan_batch", "frobenius_batch",
+           "start_vector", "MAX_EXPONENT_FOLD"]
+
+_FM = {"reassoc", "contract"}
+_U = 2.0 ** -53                      # unit round-off of float64
+_U32 = 2.0 ** -24                    # unit round-off of float32
+_BIG = 1.7976931348623157e308
+MAX_EXPONENT_FOLD = 1000             # |e| above this: work on an exactly scaled copy instead
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+@njit(fastmath=_FM, cache=True)
+def _amax2(X):
+    """max |X| of a 2-D array; NaN if it holds NaN or +-inf."""
+    ell, d = X.shape
+    amax = 0.0
+    bad = False
+    for i in range(ell):
+        for j in range(d):
+            v = abs(X[i, j])
+            if not (v <= _BIG):
+                bad = True
+            amax = max(amax, v)
+    if bad:
+        return np.nan
+    return amax
+
+
+@njit(cache=True)
+def _exponent(amax):
+    """e with amax * 2**-e in [1/2, 1)."""
+    return math.frexp(amax)[1]
+
+
+@njit(cache=True)
+def _pow2(e):
+    """2**e as a float for -1074 <= e <= 1023 (exact)."""
+    return math.ldexp(1.0, e)
+
+
+@njit(cache=True)
+def _mul_pow2(x, e):
+    """x * 2**e without intermediate overflow/underflow of the power itself."""
+    e1 = e // 2
+    return (x * math.ldexp(1.0, e1)) * math.ldexp(1.0, e - e1)
+
+
+@njit(fastmath=_FM, cache=True)
+def scan_batch(a3, amax_out):
+    """amax per matrix of a 3-D C-contiguous batch (NaN marks NaN/inf)."""
+    for b in range(a3.shape[0]):
+        amax_out[b] = _amax2(a3[b])
+
+
+@njit(fastmath=_FM, cache=True)
+def frobenius_batch(a3, out):
+    """||A_b||_F per matrix, scaled internally so that it neither overflows nor underflows."""
+    for b in range(a3.shape[0]):
+        X = a3[b]
+        amax = _amax2(X)
+        if not (amax > 0.0):
+            out[b] = amax
+            continue
+        e = _exponent(amax)
+        f1 = _pow2(-(e // 2))
+        f2 = _pow2(-(e - e // 2))
+        s = 0.0
+        ell, d = X.shape
+        for i in range(ell):
+            for j in range(d):
+                t = (X[i, j] * f1) * f2
+                s += t * t
+        out[b] = _mul_pow2(math.sqrt(s), e)
+
+
+@njit(cache=True)
+def start_vector(d, seed):
+    """Deterministic pseudo-random unit vector of length d (splitmix64 -> uniform(-1, 1))."""
+    v = np.empty(d)
+    state = np.uint64(seed)
+    s = 0.0
+    for j in range(d):
+        state = state + np.uint64(0x9E3779B97F4A7C15)
+        z = state
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+        x = float(z >> np.uint64(11)) * (2.0 ** -53)          # [0, 1)
+        v[j] = 2.0 * x - 1.0
+        s += v[j] * v[j]
+    s = math.sqrt(s)
+    for j in range(d):
+        v[j] /= s
+    return v
+
+
+# --------------------------------------------------------------------------------------------
+# "tiny": certified bracket by repeated squaring of the k x k Gram matrix
+# --------------------------------------------------------------------------------------------
+@njit(fastmath=_FM, cache=True)
+def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
+    """Two-sided certified bracket for sigma_1 of every matrix of a (N, m, n) batch.
+
+    With k = min(m, n), G = f^2 A^T A or f^2 A A^T (k x k, the small side) and
+    M_s = G^p / tr(G^p), p = 2^s (formed by repeated squaring with trace normalisation, the
+    normalisers c_s = tr(M_s^2) being kept), one has exactly
+
+        lambda_1(G) = tr(G) * prod_s c_s^(1/2^(s+1)) * mu_1(M_s)^(1/p).
+
+    mu_1(M_s) is bracketed, without knowing the spectrum, by
+      lower: max(tr(M^2)/tr(M), Rayleigh quotient of M at the dominant column x of M^2),
+      upper: min( sqrt(tr(M^2)),                         (mu_1^2 <= sum mu_i^2)
+                  c' + eps / c'                           (|mu (mu - c')| <= ||M^2 - c'M||_2 for
+                                                           every eigenvalue mu; c' <= mu_1)
+                  rho + |r|^2 / (rho - b) if b < rho )    (Kato-Temple with the trace bound
+                                                           mu_2 <= sqrt(tr(M^2) - rho^2))
+    and the relative width of the bracket of lambda_1 is that of mu_1 divided by p.  The
+    second upper bound handles exactly equal top singular values (M_s tends to P/m, P the
+    projector on the top eigenspace), the third makes the upper bound converge as fast as the
+    lower one when there is a gap.  Rounding errors of every step are added to the bracket:
+    forming G (gamma_ell * tr G, ell = long side), the squarings (k gamma_k per squaring,
+    weighted by 1/2^(s+1), so at most ~k gamma_k overall), the Rayleigh quotients and the
+    final square roots.  The result is a bracket of sigma_1(A) that holds rigorously under the
+    standard floating-point model; sigma is its midpoint and bound its half-width.
+    """
+    N, m, n = a3.shape
+    k = min(m, n)
+    ell = max(m, n)
+    G = np.empty((k, k))
+    M = np.empty((k, k))
+    S = np.empty((k, k))
+    x = np.empty(k)
+    y = np.empty(k)
+    row = np.empty(k)
+    cs = np.empty(64)
+    u = _U
+    gk = (k + 2) * u / (1.0 - (k + 2) * u)
+    gl = (ell + 2) * u / (1.0 - (ell + 2) * u)
+    # target relative width of the bracket of lambda_1 (sigma width is about half of it)
+    # (half-width of the sigma bracket ~ a quarter of the relative width of the lambda one)
+    tol = max(3.0 * rtol, 16.0 * (k + 1) * u)
+    for b in range(N):
+        amax = _amax2(a3[b])
+        amax_out[b] = amax
+        if not (amax > 0.0):                 # NaN/inf (NaN) or all zero (0): reported upstream
+            sigma[b] = amax
+            bound[b] = amax
+            steps_out[b] = 0
+            continue
+        e = _exponent(amax)
+        f1 = _pow2(-(e // 2))
+        f2 = _pow2(-(e - e // 2))
+        # ---- Gram matrix of the small side, scaled by 2^-2e --------------------------------
+        if m >= n:
+            for p in range(k):
+                for q in range(k):
+                    G[p, q] = 0.0
+            for i in range(m):
+                for p in range(k):
+                    row[p] = (a3[b, i, p] * f1) * f2
+                for p in range(k):
+                    rp = row[p]
+                    for q in range(p, k):
+                        G[p, q] += rp * row[q]
+            for p in range(k):
+                for q in range(p):
+                    G[p, q] = G[q, p]
+        else:
+            for p in range(k):
+                for q in range(p, k):
+                    s = 0.0
+                    for j in range(n):
+                        s += ((a3[b, p, j] * f1) * f2) * ((a3[b, q, j] * f1) * f2)
+                    G[p, q] = s
+                    G[q, p] = s
+        trG = 0.0
+        for p in range(k):
+            trG += G[p, p]
+        inv = 1.0 / trG
+        for p in range(k):
+            for q in range(k):
+                M[p, q] = G[p, q] * inv
+        # ---- repeated squaring -------------------------------------------------------------
+        p2 = 1.0
+        nst = 0
+        mu_lo = 1.0 / k
+        mu_up = 1.0
+        best_w = np.inf
+        for it in range(62):
+            for p in range(k):
+                for q in range(p, k):
+                    s = 0.0
+                    for r in range(k):
+                        s += M[p, r] * M[q, r]
+                    S[p, q] = s
+                    S[q, p] = s
+            c = 0.0
+            trM = 0.0
+            ib = 0
+            bestd = -1.0
+            for p in range(k):
+                trM += M[p, p]
+                c += S[p, p]
+                if S[p, p] > bestd:
+                    bestd = S[p, p]
+                    ib = p
+            cp = c / trM
+            rr = 0.0
+            for p in range(k):
+                for q in range(k):
+                    dlt = S[p, q] - cp * M[p, q]
+                    rr += dlt * dlt
+            sqc = math.sqrt(c)
+            # ||fl(M^2) - M^2||_F <= gamma_k ||M||_F^2 = gamma_k c, plus forming S - c'M
+            eps = math.sqrt(rr) * (1.0 + 2.0 * u) + 4.0 * gk * c
+            lo_mu = cp * (1.0 - 4.0 * gk)
+            ub = min(sqc * (1.0 + gk), cp + eps / lo_mu)
+            xx = 0.0
+            for p in range(k):
+                x[p] = S[p, ib]
+                xx += x[p] * x[p]
+            xmx = 0.0
+            for p in range(k):
+                s = 0.0
+                for q in range(k):
+                    s += M[p, q] * x[q]
+                y[p] = s
+                xmx += x[p] * s
+            rho = xmx / xx
+            dd = 0.0
+            for p in range(k):
+                dlt = y[p] - rho * x[p]
+                dd += dlt * dlt
+            # rounding of y = Mx is <= gamma_k ||M||_F ||x|| = gamma_k sqrt(c) ||x||
+            delta = math.sqrt(dd / xx) * (1.0 + 4.0 * u) + 2.0 * gk * sqc
+            rho_lo = rho - 3.0 * gk * sqc
+            lo_mu = max(lo_mu, rho_lo)
+            b2 = c - lo_mu * lo_mu + 6.0 * gk * c
+            bmu = math.sqrt(max(b2, 0.0))
+            if bmu < lo_mu:
+                ub = min(ub, rho + 3.0 * gk * sqc + delta * delta / (lo_mu - bmu))
+            nst = it
+            mu_lo = lo_mu
+            mu_up = ub
+            width = (ub - lo_mu) / (lo_mu * p2)      # >= relative width of the lambda bracket
+            if width <= tol:
+                break
+            if it >= 8 and width > 0.5 * best_w and width < 1e-3:
+                break                                 # stagnating at the round-off floor
+            best_w = min(best_w, width)
+            cs[it] = c
+            invc = 1.0 / c
+            for p in range(k):
+                for q in range(k):
+                    M[p, q] = S[p, q] * invc
+            p2 *= 2.0
+        # ---- assemble lambda_1 bracket -----------------------------------------------------
+        prod = 1.0
+        for s_ in range(nst - 1, -1, -1):
+            prod = math.sqrt(cs[s_] * prod)
+        rl = mu_lo
+        ru = mu_up
+        for s_ in range(nst):
+            rl = math.sqrt(rl)
+            ru = math.sqrt(ru)
+        # accumulated rounding of the squaring chain and of the square roots (relative)
+        eta = (2.0 * k * k + 8.0 * k + 4.0 * nst + 16.0) * u
+        lam_lo = trG * prod * rl * (1.0 - eta)
+        lam_up = trG * prod * ru * (1.0 + eta)
+        # rounding of the Gram matrix itself: ||fl(G) - G||_2 <= gamma_ell tr(G) (+ underflow)
+        dG = gl * trG * (1.0 + gk) + ell * k * 2.0 ** -1000
+        lam_lo = max(lam_lo - dG, 0.0)
+        lam_up = lam_up + dG
+        slo = math.sqrt(lam_lo) * (1.0 - 2.0 * u)
+        sup = math.sqrt(lam_up) * (1.0 + 2.0 * u)
+        mid = 0.5 * (slo + sup)
+        half = 0.5 * (sup - slo) * (1.0 + 4.0 * u) + 2.0 * u * mid
+        sigma[b] = _mul_pow2(mid, e)
+        bound[b] = _mul_pow2(half, e)
+        steps_out[b] = nst + 1
+
+
+# --------------------------------------------------------------------------------------------
+# Lanczos on the implicit Gram operator
+# --------------------------------------------------------------------------------------------
+@njit(fastmath=_FM, cache=True)
+def _gram_apply(X, f1, f2, v, w):
+    """w = (f1 f2)^2 X^T (X v) in one pass over the rows of X (4 rows at a time)."""
+    ell, d = X.shape
+    for j in range(d):
+        w[j] = 0.0
+    i = 0
+    while i + 4 <= ell:
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        for j in range(d):
+            vj = v[j]
+            s0 += X[i, j] * vj
+            s1 += X[i + 1, j] * vj
+            s2 += X[i + 2, j] * vj
+            s3 += X[i + 3, j] * vj
+        s0 = (((s0 * f1) * f2) * f1) * f2
+        s1 = (((s1 * f1) * f2) * f1) * f2
+        s2 = (((s2 * f1) * f2) * f1) * f2
+        s3 = (((s3 * f1) * f2) * f1) * f2
+        for j in range(d):
+            w[j] += s0 * X[i, j] + s1 * X[i + 1, j] + s2 * X[i + 2, j] + s3 * X[i + 3, j]
+        i += 4
+    while i < ell:
+        s0 = 0.0
+        for j in range(d):
+            s0 += X[i, j] * v[j]
+        s0 = (((s0 * f1) * f2) * f1) * f2
+        for j in range(d):
+            w[j] += s0 * X[i, j]
+        i += 1
+
+
+@njit(cache=True)
+def _tri_top(alpha, beta, n, lower, upper):
+    """Largest eigenvalue of the n x n tridiagonal T (diag alpha, off-diag beta).
+
+    Safeguarded Newton (bisection fallback) on the last pivot q_n(l) of the LDL^T
+    factorisation of l I - T.  To the right of the largest eigenvalue of T[:n-1, :n-1] all
+    earlier pivots are positive and q_n is increasing, so the sign test "all pivots positive"
+    tells on which side of the root a point lies.  [lower, upper] must bracket the root."""
+    a = lower
+    b = upper
+    lam = upper
+    for _ in range(300):
+        q = lam - alpha[0]
+        dq = 1.0
+        right = True
+        for i in range(1, n):
+            if not (q > 0.0):
+                right = False
+                break
+            b2 = beta[i - 1] * beta[i - 1]
+            dq = 1.0 + b2 * dq / (q * q)
+            q = lam - alpha[i] - b2 / q
+        if right and q > 0.0:
+            b = lam
+        else:
+            a = lam
+        if b - a <= 2.0 * _U * abs(b):
+            break
+        nxt = 0.5 * (a + b)
+        if right and dq > 0.0:
+            cand = lam - q / dq
+            if a < cand < b:
+                nxt = cand
+                if abs(cand - lam) <= 2.0 * _U * abs(lam):
+                    return cand
+        lam = nxt
+    return b
+
+
+@njit(cache=True)
+def _tri_last_component(alpha, beta, n, lam, z):
+    """|last component| of the unit eigenvector of T for its top eigenvalue, by one step of
+    inverse iteration on lam' I - T with lam' slightly above it (then lam' I - T is positive
+    definite and its LDL^T factorisation without pivoting is stable)."""
+    if n == 1:
+        return 1.0
+    scale = abs(lam)
+    for i in range(n):
+        scale = max(scale, abs(alpha[i]))
+    shift = lam + 64.0 * _U * scale + 1e-300
+    # LDL^T of shift I - T; solve with right-hand side e_n
+    dpiv = z                                          # reuse z for the pivots first
+    dpiv[0] = shift - alpha[0]
+    for i in range(1, n):
+        lm = -beta[i - 1] / dpiv[i - 1]
+        dpiv[i] = shift - alpha[i] - lm * (-beta[i - 1])
+        if not (dpiv[i] > 0.0):
+            dpiv[i] = 64.0 * _U * scale + 1e-300
+    # L y = e_n -> y = e_n ; D w = y -> w = e_n / d_n ; L^T x = w (backward)
+    xn = 1.0 / dpiv[n - 1]
+    norm2 = xn * xn
+    xnext = xn
+    for i in range(n - 2, -1, -1):
+        lm = -beta[i] / dpiv[i]
+        xi = -lm * xnext
+        dpiv[i] = 0.0
+        norm2 += xi * xi
+        xnext = xi
+        if norm2 > 1e280:                             # rescale to avoid overflow
+            fac = 1e-140
+            xn *= fac
+            xnext *= fac
+            norm2 *= fac * fac
+    return abs(xn) / math.sqrt(norm2)
+
+
+@njit(cache=True)
+def _tri_solve_pp(alpha, beta, n, lam, b, x, work):
+    """Solve (T - lam I) x = b, T tridiagonal, Gaussian elimination with partial pivoting."""
+    # work rows: 0 diag, 1 super, 2 super2, 3 sub (multipliers)
+    dl = work[0]
+    dd = work[1]
+    du = work[2]
+    du2 = work[3]
+    for i in range(n):
+        dd[i] = alpha[i] - lam
+        x[i] = b[i]
+    for i in range(n - 1):
+        dl[i] = beta[i]
+        du[i] = beta[i]
+        du2[i] = 0.0
+    tiny = 1e-300
+    for i in range(n - 1):
+        if abs(dd[i]) >= abs(dl[i]):
+            if dd[i] == 0.0:
+                dd[i] = tiny
+            fact = dl[i] / dd[i]
+            dd[i + 1] -= fact * du[i]
+            x[i + 1] -= fact * x[i]
+            dl[i] = 0.0
+        else:
+            fact = dd[i] / dl[i]
+            dd[i] = dl[i]
+            temp = dd[i + 1]
+            dd[i + 1] = du[i] - fact * temp
+            if i < n - 2:
+                du2[i] = du[i + 1]
+                du[i + 1] = -fact * du2[i]
+            du[i] = temp
+            temp = x[i]
+            x[i] = x[i + 1]
+            x[i + 1] = temp - fact * x[i + 1]
+    if dd[n - 1] == 0.0:
+        dd[n - 1] = tiny
+    x[n - 1] /= dd[n - 1]
+    if n > 1:
+        x[n - 2] = (x[n - 2] - du[n - 2] * x[n - 1]) / dd[n - 2]
+    for i in range(n - 3, -1, -1):
+        x[i] = (x[i] - du[i] * x[i + 1] - du2[i] * x[i + 2]) / dd[i]
+
+
+@njit(cache=True)
+def _sturm_count_above(alpha, beta, n, lam):
+    """Number of eigenvalues of T greater than lam (negative pivots of lam I - T)."""
+    cnt = 0
+    q = lam - alpha[0]
+    if q < 0.0:
+        cnt += 1
+    for i in range(1, n):
+        if q == 0.0:
+            q = 1e-300
+        q = lam - alpha[i] - beta[i - 1] * beta[i - 1] / q
+        if q < 0.0:
+            cnt += 1
+    return cnt
+
+
+@njit(cache=True)
+def _second_ritz(alpha, beta, n, theta1, lo, tw, tx, twork):
+    """(theta2, |last component of its eigenvector|) for the tridiagonal T (n >= 2).
+
+    theta2 by bisection with Sturm counts to a relative accuracy of ~1e-4 of theta1 - theta2,
+    its eigenvector by one step of inverse iteration with a pivoted tridiagonal solve."""
+    a = lo
+    bnd = theta1
+    # make sure a is below theta2: the count above a must be >= 2
+    while _sturm_count_above(alpha, beta, n, a) < 2:
+        a = a - (bnd - a + abs(theta1) * 1e-3 + 1e-300)
+    for _ in range(100):
+        mid = 0.5 * (a + bnd)
+        if _sturm_count_above(alpha, beta, n, mid) >= 2:
+            a = mid
+        else:
+            bnd = mid
+        if bnd - a <= 1e-4 * (theta1 - bnd) + 4.0 * _U * abs(theta1):
+            break
+    theta2 = 0.5 * (a + bnd)
+    for i in range(n):
+        tw[i] = 1.0
+    lam = theta2 + 1e-9 * (theta1 - theta2)
+    _tri_solve_pp(alpha, beta, n, lam, tw, tx, twork)
+    nrm = 0.0
+    for i in range(n):
+        nrm += tx[i] * tx[i]
+    nrm = math.sqrt(nrm)
+    if not (nrm > 0.0) or not (nrm < np.inf):
+        return theta2, 1.0
+    return theta2, abs(tx[n - 1]) / nrm
+
+
+@njit(fastmath=_FM, cache=True)
+def _lanczos_one(X, f1, f2, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, twork,
+                 delta_hint, rho_coef):
+    """Lanczos with full reorthogonalisation on B = (f1 f2)^2 X^T X from the unit vector v0.
+
+    Stops when the error bound on the Ritz value, in sigma units, is <= tol * sigma.
+    Returns (theta1, err_lam, iterations, theta2, r2, gap_used).
+
+    err_lam = min(r1, r1^2 / delta) + rho where r1 = beta_j |s_j| is the residual norm of the
+    top Ritz pair, delta = theta1 - theta2 - r2 the estimated distance from theta1 to the rest
+    of the spectrum (or delta_hint when that is larger, from an earlier stage) and
+    rho = rho_coef * u * theta1 a rounding allowance.
+    """
+    ell, d = X.shape
+    for j in range(d):
+        V[0, j] = v0[j]
+    theta1 = 0.0
+    err = np.inf
+    theta2 = 0.0
+    r2 = np.inf
+    gap_used = 0.0
+    lo2 = 0.0
+    it = 0
+    for jj in range(maxit):
+        it = jj + 1
+        _gram_apply(X, f1, f2, V[jj], w)
+        if jj > 0:
+            bprev = beta[jj - 1]
+            for t in range(d):
+                w[t] -= bprev * V[jj - 1, t]
+        a = 0.0
+        for t in range(d):
+            a += V[jj, t] * w[t]
+        alpha[jj] = a
+        for t in range(d):
+            w[t] -= a * V[jj, t]
+        # full reorthogonalisation, classical Gram-Schmidt, second pass only when needed
+        nrm0 = 0.0
+        for t in range(d):
+            nrm0 += w[t] * w[t]
+        for rep in range(2):
+            for i in range(jj + 1):
+                s = 0.0
+                for t in range(d):
+                    s += V[i, t] * w[t]
+                h[i] = s
+            for i in range(jj + 1):
+                hi = h[i]
+                for t in range(d):
+                    w[t] -= hi * V[i, t]
+            nrm1 = 0.0
+            for t in range(d):
+                nrm1 += w[t] * w[t]
+            if nrm1 > 0.5 * nrm0:
+                break
+            nrm0 = nrm1
+        bj = math.sqrt(nrm1)
+        beta[jj] = bj
+        n = jj + 1
+        # ---- top Ritz value and residual --------------------------------------------------
+        if n == 1:
+            theta1 = alpha[0]
+        else:
+            upper = max(theta1, alpha[jj]) + beta[jj - 1]
+            theta1 = _tri_top(alpha, beta, n, theta1, upper * (1.0 + 4.0 * _U))
+        slast = _tri_last_component(alpha, beta, n, theta1, tz)
+        r1 = bj * slast
+        rho = rho_coef * _U * abs(theta1)
+        breakdown = bj <= 8.0 * _U * abs(theta1) * math.sqrt(d) or n >= d
+        err_lin = r1 + rho
+        err = err_lin
+        # quadratic (gap) bound, only when it can matter: delta <= theta1 always (B is PSD)
+        if n >= 2 and r1 * r1 <= 2.0 * tol * theta1 * theta1:
+            theta2, z2 = _second_ritz(alpha, beta, n, theta1, lo2, tw, tx, twork)
+            lo2 = theta2 - 1e-3 * (theta1 - theta2)
+            r2 = bj * z2
+            delta = theta1 - theta2 - r2
+            delta = max(delta, delta_hint)
+            gap_used = delta
+            if delta > r1:
+                err = min(err_lin, r1 * r1 / delta + rho)
+        elif n == 1 and delta_hint > r1:
+            gap_used = delta_hint
+            err = min(err_lin, r1 * r1 / delta_hint + rho)
+        # ---- convergence in sigma units -------------------------------------------------
+        sq = math.sqrt(max(theta1, 0.0))
+        err_sig = err / (sq + math.sqrt(max(theta1 - err, 0.0))) if sq > 0.0 else math.sqrt(err)
+        if err_sig <= tol * sq or breakdown:
+            break
+        if jj + 1 < maxit:
+            inv = 1.0 / bj
+            for t in range(d):
+                V[jj + 1, t] = w[t] * inv
+    return theta1, err, it, theta2, r2, gap_used
+
+
+@njit(cache=True)
+def _ritz_vector(alpha, beta, n, V, theta1, y, tw, tx, twork):
+    """y = V[:n]^T s, s the unit eigenvector of T_n for theta1 (inverse iteration, 2 steps)."""
+    for i in range(n):
+        tw[i] = 1.0
+    d = V.shape[1]
+    scale = abs(theta1) + 1e-300
+    lam = theta1 + 1e-13 * scale
+    for rep in range(2):
+        _tri_solve_pp(alpha, beta, n, lam, tw, tx, twork)
+        nrm = 0.0
+        for i in range(n):
+            nrm += tx[i] * tx[i]
+        nrm = math.sqrt(nrm)
+        for i in range(n):
+            tw[i] = tx[i] / nrm
+    for t in range(d):
+        y[t] = 0.0
+    for i in range(n):
+        si = tw[i]
+        for t in range(d):
+            y[t] += si * V[i, t]
+    nrm = 0.0
+    for t in range(d):
+        nrm += y[t] * y[t]
+    nrm = math.sqrt(nrm)
+    for t in range(d):
+        y[t] /= nrm
+
+
+@njit(cache=True)
+def _finish(theta1, err, e, rtol):
+    """(sigma, bound) in the units of the input from a Ritz value of the scaled operator."""
+    theta1 = max(theta1, 0.0)
+    sq = math.sqrt(theta1)
+    if sq > 0.0:
+        eb = err / (sq + math.sqrt(max(theta1 - err, 0.0)))
+    else:
+        eb = math.sqrt(err)
+    eb = eb * (1.0 + 8.0 * _U) + 2.0 * _U * sq
+    return _mul_pow2(sq, e), _mul_pow2(eb, e)
+
+
+@njit(fastmath=_FM, cache=True)
+def lanczos_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_out):
+    """Lanczos path for every matrix of a (N, ell, d) C-contiguous batch (operator d x d)."""
+    N, ell, d = a3.shape
+    mx = min(maxit, d)
+    V = np.empty((mx + 1, d))
+    alpha = np.empty(mx + 1)
+    beta = np.empty(mx + 1)
+    w = np.empty(d)
+    h = np.empty(mx + 1)
+    tz = np.empty(mx + 1)
+    tw = np.empty(mx + 1)
+    tx = np.empty(mx + 1)
+    twork = np.empty((4, mx + 1))
+    v0 = start_vector(d, seed)
+    Xs = np.empty((0, 0))
+    for b in range(N):
+        X = a3[b]
+        amax = _amax2(X)
+        amax_out[b] = amax
+        if not (amax > 0.0):
+            sigma[b] = amax
+            bound[b] = amax
+            iters_out[b] = 0
+            continue
+        e = _exponent(amax)
+        if abs(e) > MAX_EXPONENT_FOLD:
+            if Xs.shape[0] != ell:
+                Xs = np.empty((ell, d))
+            for i in range(ell):
+                for j in range(d):
+                    Xs[i, j] = _mul_pow2(float(X[i, j]), -e)
+            th, err, it, t2, r2, gp = _lanczos_one(Xs, 1.0, 1.0, v0, rtol, mx, V, alpha, beta,
+                                                   w, h, tz, tw, tx, twork, 0.0, rho_coef)
+        else:
+            f1 = _pow2(-(e // 2))
+            f2 = _pow2(-(e - e // 2))
+            th, err, it, t2, r2, gp = _lanczos_one(X, f1, f2, v0, rtol, mx, V, alpha, beta,
+                                                   w, h, tz, tw, tx, twork, 0.0, rho_coef)
+        sg, eb = _finish(th, err, e, rtol)
+        sigma[b] = sg
+        bound[b] = eb
+        iters_out[b] = it
+
+
+@njit(fastmath=_FM, cache=True)
+def _to_f32_scaled(X, e, out):
+    """out = float32(X * 2^-e); returns ||X 2^-e - out||_F (exact float64 evaluation)."""
+    ell, d = X.shape
+    f1 = _pow2(-(e // 2))
+    f2 = _pow2(-(e - e // 2))
+    s = 0.0
+    for i in range(ell):
+        for j in range(d):
+            t = (X[i, j] * f1) * f2
+            o = np.float32(t)
+            out[i, j] = o
+            r = t - float(o)
+            s += r * r
+    return math.sqrt(s)
+
+
+@njit(fastmath=_FM, cache=True)
+def mixed_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_out,
+                iters64_out):
+    """Float64 input, two stages per matrix.
+
+    Stage 1: Lanczos on the float32 rounding A32 of the scaled matrix (float64 arithmetic,
+    half the memory traffic) until its own bound is below rtol/4.  Stage 2: Lanczos on the
+    float64 matrix started from the stage-1 Ritz vector; its first step already gives the
+    Rayleigh quotient and the residual of that vector for the float64 operator (the residual
+    is about ||A^T A - A32^T A32|| ~ 1e-7 sigma_1^2, so the gap bound r^2/delta is ~1e-12
+    relative).  The gap estimate of stage 1 carries over after widening it by the rigorous
+    Weyl bound ||A^T A - A32^T A32||_2 <= (2 sigma_1 + ||E||_F) ||E||_F, E = A - A32.  Stage 2
+    goes on iterating (plain Lanczos) if one step does not meet rtol.
+    """
+    N, ell, d = a3.shape
+    mx = min(maxit, d)
+    V = np.empty((mx + 1, d))
+    alpha = np.empty(mx + 1)
+    beta = np.empty(mx + 1)
+    w = np.empty(d)
+    h = np.empty(mx + 1)
+    tz = np.empty(mx + 1)
+    tw = np.empty(mx + 1)
+    tx = np.empty(mx + 1)
+    twork = np.empty((4, mx + 1))
+    y = np.empty(d)
+    v0 = start_vector(d, seed)
+    X32 = np.empty((ell, d), dtype=np.float32)
+    Xs = np.empty((0, 0))
+    for b in range(N):
+        X = a3[b]
+        amax = _amax2(X)
+        amax_out[b] = amax
+        if not (amax > 0.0):
+            sigma[b] = amax
+            bound[b] = amax
+            iters_out[b] = 0
+            iters64_out[b] = 0
+            continue
+        e = _exponent(amax)
+        efro = _to_f32_scaled(X, e, X32)
+        th1, err1, it1, t2, r2, gp = _lanczos_one(X32, 1.0, 1.0, v0, 0.25 * rtol, mx, V,
+                                                  alpha, beta, w, h, tz, tw, tx, twork, 0.0,
+                                                  rho_coef)
+        _ritz_vector(alpha, beta, it1, V, th1, y, tw, tx, twork)
+        # rigorous Weyl shift between the spectra of the two operators
+        shift = (2.0 * math.sqrt(max(th1, 0.0) + err1) + efro) * efro * 1.01
+        hint = 0.0
+        if r2 < np.inf:
+            hint = th1 - (t2 + r2) - 2.0 * shift
+        if abs(e) > MAX_EXPONENT_FOLD:
+            if Xs.shape[0] != ell:
+                Xs = np.empty((ell, d))
+            for i in range(ell):
+                for j in range(d):
+                    Xs[i, j] = _mul_pow2(float(X[i, j]), -e)
+            th, err, it, t2b, r2b, gpb = _lanczos_one(Xs, 1.0, 1.0, y, rtol, mx, V, alpha,
+                                                      beta, w, h, tz, tw, tx, twork,
+                                                      max(hint, 0.0), rho_coef)
+        else:
+            f1 = _pow2(-(e // 2))
+            f2 = _pow2(-(e - e // 2))
+            th, err, it, t2b, r2b, gpb = _lanczos_one(X, f1, f2, y, rtol, mx, V, alpha, beta,
+                                                      w, h, tz, tw, tx, twork,
+                                                      max(hint, 0.0), rho_coef)
+        sg, eb = _finish(th, err, e, rtol)
+        sigma[b] = sg
+        bound[b] = eb
+        iters_out[b] = it1
+        iters64_out[b] = it
