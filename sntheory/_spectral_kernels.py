@@ -40,7 +40,7 @@ MAX_EXPONENT_FOLD = 1000             # |e| above this: work on an exactly scaled
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-@njit(fastmath=_FM, cache=True)
+@njit(fastmath=_FM, cache=True, error_model="numpy")
 def _amax2(X):
     """max |X| of a 2-D array; NaN if it holds NaN or +-inf."""
     ell, d = X.shape
@@ -57,33 +57,33 @@ def _amax2(X):
     return amax
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _exponent(amax):
     """e with amax * 2**-e in [1/2, 1)."""
     return math.frexp(amax)[1]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _pow2(e):
     """2**e as a float for -1074 <= e <= 1023 (exact)."""
     return math.ldexp(1.0, e)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _mul_pow2(x, e):
     """x * 2**e without intermediate overflow/underflow of the power itself."""
     e1 = e // 2
     return (x * math.ldexp(1.0, e1)) * math.ldexp(1.0, e - e1)
 
 
-@njit(fastmath=_FM, cache=True)
+@njit(fastmath=_FM, cache=True, error_model="numpy")
 def scan_batch(a3, amax_out):
     """amax per matrix of a 3-D C-contiguous batch (NaN marks NaN/inf)."""
     for b in range(a3.shape[0]):
         amax_out[b] = _amax2(a3[b])
 
 
-@njit(fastmath=_FM, cache=True)
+@njit(fastmath=_FM, cache=True, error_model="numpy")
 def frobenius_batch(a3, out):
     """||A_b||_F per matrix, scaled internally so that it neither overflows nor underflows."""
     for b in range(a3.shape[0]):
@@ -104,7 +104,7 @@ def frobenius_batch(a3, out):
         out[b] = _mul_pow2(math.sqrt(s), e)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def start_vector(d, seed):
     """Deterministic pseudo-random unit vector of length d (splitmix64 -> uniform(-1, 1))."""
     v = np.empty(d)
@@ -128,7 +128,7 @@ def start_vector(d, seed):
 # --------------------------------------------------------------------------------------------
 # "tiny": certified bracket by repeated squaring of the k x k Gram matrix
 # --------------------------------------------------------------------------------------------
-@njit(fastmath=_FM, cache=True)
+@njit(fastmath=_FM, cache=True, error_model="numpy")
 def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
     """Two-sided certified bracket for sigma_1 of every matrix of a (N, m, n) batch.
 
@@ -314,31 +314,50 @@ def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
 # --------------------------------------------------------------------------------------------
 # Lanczos on the implicit Gram operator
 # --------------------------------------------------------------------------------------------
-@njit(fastmath=_FM, cache=True)
+@njit(fastmath=_FM, cache=True, error_model="numpy")
 def _gram_apply(X, f1, f2, v, w):
-    """w = (f1 f2)^2 X^T (X v) in one pass over the rows of X (4 rows at a time)."""
+    """w = (f1 f2)^2 X^T (X v) in one pass over the rows of X.
+
+    Rows are taken 8 at a time: 8 dot products with v (8 independent accumulators hide the
+    latency of the float32 -> float64 conversion), then the 8 rows, still in cache, are added
+    into w.  Measured on 4096 x 4096 (1 core): 3.4 ms per pass in float32 storage, 6.5 ms in
+    float64, against 2.4 / 5.5 ms for a single BLAS GEMV (and a pass needs two GEMVs)."""
     ell, d = X.shape
     for j in range(d):
         w[j] = 0.0
     i = 0
-    while i + 4 <= ell:
+    while i + 8 <= ell:
         s0 = 0.0
         s1 = 0.0
         s2 = 0.0
         s3 = 0.0
+        s4 = 0.0
+        s5 = 0.0
+        s6 = 0.0
+        s7 = 0.0
         for j in range(d):
             vj = v[j]
             s0 += X[i, j] * vj
             s1 += X[i + 1, j] * vj
             s2 += X[i + 2, j] * vj
             s3 += X[i + 3, j] * vj
+            s4 += X[i + 4, j] * vj
+            s5 += X[i + 5, j] * vj
+            s6 += X[i + 6, j] * vj
+            s7 += X[i + 7, j] * vj
         s0 = (((s0 * f1) * f2) * f1) * f2
         s1 = (((s1 * f1) * f2) * f1) * f2
         s2 = (((s2 * f1) * f2) * f1) * f2
         s3 = (((s3 * f1) * f2) * f1) * f2
+        s4 = (((s4 * f1) * f2) * f1) * f2
+        s5 = (((s5 * f1) * f2) * f1) * f2
+        s6 = (((s6 * f1) * f2) * f1) * f2
+        s7 = (((s7 * f1) * f2) * f1) * f2
         for j in range(d):
-            w[j] += s0 * X[i, j] + s1 * X[i + 1, j] + s2 * X[i + 2, j] + s3 * X[i + 3, j]
-        i += 4
+            w[j] += (s0 * X[i, j] + s1 * X[i + 1, j] + s2 * X[i + 2, j] + s3 * X[i + 3, j]
+                     + s4 * X[i + 4, j] + s5 * X[i + 5, j] + s6 * X[i + 6, j]
+                     + s7 * X[i + 7, j])
+        i += 8
     while i < ell:
         s0 = 0.0
         for j in range(d):
@@ -349,46 +368,68 @@ def _gram_apply(X, f1, f2, v, w):
         i += 1
 
 
-@njit(cache=True)
-def _tri_top(alpha, beta, n, lower, upper):
-    """Largest eigenvalue of the n x n tridiagonal T (diag alpha, off-diag beta).
+@njit(cache=True, error_model="numpy")
+def _tri_eval(alpha, beta, n, lam):
+    """One pass of the LDL^T recurrence of lam I - T (T tridiagonal: diag alpha, off-diagonal
+    beta): returns (number of eigenvalues of T above lam, last pivot q_n(lam), dq_n/dlam).
+    The count is Sylvester's inertia (negative pivots); q_n is increasing in lam between
+    consecutive eigenvalues of T[:n-1, :n-1], and its roots are the eigenvalues of T."""
+    q = lam - alpha[0]
+    dq = 1.0
+    cnt = 0
+    for i in range(1, n):
+        if q < 0.0:
+            cnt += 1
+        elif q == 0.0:
+            q = 1e-300
+        b2 = beta[i - 1] * beta[i - 1]
+        dq = 1.0 + b2 * dq / (q * q)
+        q = lam - alpha[i] - b2 / q
+    if q < 0.0:
+        cnt += 1
+    return cnt, q, dq
 
-    Safeguarded Newton (bisection fallback) on the last pivot q_n(l) of the LDL^T
-    factorisation of l I - T.  To the right of the largest eigenvalue of T[:n-1, :n-1] all
-    earlier pivots are positive and q_n is increasing, so the sign test "all pivots positive"
-    tells on which side of the root a point lies.  [lower, upper] must bracket the root."""
-    a = lower
-    b = upper
-    lam = upper
-    for _ in range(300):
-        q = lam - alpha[0]
-        dq = 1.0
-        right = True
-        for i in range(1, n):
-            if not (q > 0.0):
-                right = False
-                break
-            b2 = beta[i - 1] * beta[i - 1]
-            dq = 1.0 + b2 * dq / (q * q)
-            q = lam - alpha[i] - b2 / q
-        if right and q > 0.0:
-            b = lam
+
+@njit(cache=True, error_model="numpy")
+def _tri_kth(alpha, beta, n, kth, a, b, x):
+    """The kth largest eigenvalue of the tridiagonal T, given a bracket a <= . <= b and a
+    starting point x in it: Newton on q_n, safeguarded by bisection, the side of every point
+    being decided by the Sturm count (count >= kth  <=>  point below the eigenvalue)."""
+    for _ in range(200):
+        cnt, q, dq = _tri_eval(alpha, beta, n, x)
+        if cnt >= kth:
+            a = x
         else:
-            a = lam
-        if b - a <= 2.0 * _U * abs(b):
-            break
+            b = x
+        if b - a <= 2.0 * _U * max(abs(a), abs(b)):
+            return 0.5 * (a + b)
         nxt = 0.5 * (a + b)
-        if right and dq > 0.0:
-            cand = lam - q / dq
+        if dq > 0.0 and dq < np.inf:
+            step = q / dq
+            if abs(step) <= 4.0 * _U * abs(x):
+                # Newton has converged to a root of q_n: accept it if it is the kth one (for
+                # kth = 1 the callers' bracket starts at the top pole of q_n: only one root)
+                if kth == 1:
+                    return x
+                eps = 16.0 * _U * abs(x) + 1e-300
+                c_hi, q_, dq_ = _tri_eval(alpha, beta, n, x + eps)
+                c_lo, q_, dq_ = _tri_eval(alpha, beta, n, x - eps)
+                if c_hi < kth <= c_lo:
+                    return x
+                if c_hi >= kth:
+                    a = max(a, x + eps)
+                else:
+                    b = min(b, x - eps)
+                x = 0.5 * (a + b)
+                continue
+            cand = x - step
             if a < cand < b:
                 nxt = cand
-                if abs(cand - lam) <= 2.0 * _U * abs(lam):
-                    return cand
-        lam = nxt
-    return b
+        x = nxt
+    return 0.5 * (a + b)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _tri_last_component(alpha, beta, n, lam, z):
     """|last component| of the unit eigenvector of T for its top eigenvalue, by one step of
     inverse iteration on lam' I - T with lam' slightly above it (then lam' I - T is positive
@@ -425,7 +466,7 @@ def _tri_last_component(alpha, beta, n, lam, z):
     return abs(xn) / math.sqrt(norm2)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _tri_solve_pp(alpha, beta, n, lam, b, x, work):
     """Solve (T - lam I) x = b, T tridiagonal, Gaussian elimination with partial pivoting."""
     # work rows: 0 diag, 1 super, 2 super2, 3 sub (multipliers)
@@ -470,42 +511,20 @@ def _tri_solve_pp(alpha, beta, n, lam, b, x, work):
         x[i] = (x[i] - du[i] * x[i + 1] - du2[i] * x[i + 2]) / dd[i]
 
 
-@njit(cache=True)
-def _sturm_count_above(alpha, beta, n, lam):
-    """Number of eigenvalues of T greater than lam (negative pivots of lam I - T)."""
-    cnt = 0
-    q = lam - alpha[0]
-    if q < 0.0:
-        cnt += 1
-    for i in range(1, n):
-        if q == 0.0:
-            q = 1e-300
-        q = lam - alpha[i] - beta[i - 1] * beta[i - 1] / q
-        if q < 0.0:
-            cnt += 1
-    return cnt
+@njit(cache=True, error_model="numpy")
+def _second_ritz(alpha, beta, n, theta1, a, b, x0, tw, tx, twork):
+    """(theta2, |last component of its unit eigenvector|) for the tridiagonal T (n >= 2).
 
-
-@njit(cache=True)
-def _second_ritz(alpha, beta, n, theta1, lo, tw, tx, twork):
-    """(theta2, |last component of its eigenvector|) for the tridiagonal T (n >= 2).
-
-    theta2 by bisection with Sturm counts to a relative accuracy of ~1e-4 of theta1 - theta2,
-    its eigenvector by one step of inverse iteration with a pivoted tridiagonal solve."""
-    a = lo
-    bnd = theta1
-    # make sure a is below theta2: the count above a must be >= 2
-    while _sturm_count_above(alpha, beta, n, a) < 2:
-        a = a - (bnd - a + abs(theta1) * 1e-3 + 1e-300)
-    for _ in range(100):
-        mid = 0.5 * (a + bnd)
-        if _sturm_count_above(alpha, beta, n, mid) >= 2:
-            a = mid
-        else:
-            bnd = mid
-        if bnd - a <= 1e-4 * (theta1 - bnd) + 4.0 * _U * abs(theta1):
-            break
-    theta2 = 0.5 * (a + bnd)
+    theta2 lies in [a, b] (interlacing: theta2(T_n) is between theta2(T_{n-1}) and
+    theta1(T_{n-1})); its eigenvector comes from one step of inverse iteration with a pivoted
+    tridiagonal solve."""
+    cnt, q, dq = _tri_eval(alpha, beta, n, a)
+    while cnt < 2:                                   # widen until a is below theta2
+        a = a - (b - a + abs(theta1) * 1e-3 + 1e-300)
+        cnt, q, dq = _tri_eval(alpha, beta, n, a)
+    if not (a <= x0 <= b):
+        x0 = 0.5 * (a + b)
+    theta2 = _tri_kth(alpha, beta, n, 2, a, b, x0)
     for i in range(n):
         tw[i] = 1.0
     lam = theta2 + 1e-9 * (theta1 - theta2)
@@ -519,7 +538,7 @@ def _second_ritz(alpha, beta, n, theta1, lo, tw, tx, twork):
     return theta2, abs(tx[n - 1]) / nrm
 
 
-@njit(fastmath=_FM, cache=True)
+@njit(fastmath=_FM, cache=True, error_model="numpy")
 def _lanczos_one(X, f1, f2, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, twork,
                  delta_hint, rho_coef):
     """Lanczos with full reorthogonalisation on B = (f1 f2)^2 X^T X from the unit vector v0.
@@ -541,6 +560,8 @@ def _lanczos_one(X, f1, f2, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, tw
     r2 = np.inf
     gap_used = 0.0
     lo2 = 0.0
+    b2nd = 0.0
+    slast = 1.0
     it = 0
     for jj in range(maxit):
         it = jj + 1
@@ -582,8 +603,17 @@ def _lanczos_one(X, f1, f2, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, tw
         if n == 1:
             theta1 = alpha[0]
         else:
-            upper = max(theta1, alpha[jj]) + beta[jj - 1]
-            theta1 = _tri_top(alpha, beta, n, theta1, upper * (1.0 + 4.0 * _U))
+            # bracket of theta1(T_n): below by the top Ritz value of the 2x2 problem on
+            # span{(s_prev, 0), e_n} (s_prev the previous top Ritz vector, coupling
+            # beta_{n-1} * s_prev_last), above by Weyl's bound; start Newton from below.
+            tprev = theta1
+            hh = 0.5 * (tprev - alpha[jj])
+            cpl = beta[jj - 1] * slast
+            lo1 = 0.5 * (tprev + alpha[jj]) + math.sqrt(hh * hh + cpl * cpl)
+            up1 = (max(tprev, alpha[jj]) + beta[jj - 1]) * (1.0 + 4.0 * _U)
+            lo1 = min(max(lo1, tprev), up1)
+            theta1 = _tri_kth(alpha, beta, n, 1, tprev, up1, lo1)
+            b2nd = tprev
         slast = _tri_last_component(alpha, beta, n, theta1, tz)
         r1 = bj * slast
         rho = rho_coef * _U * abs(theta1)
@@ -592,8 +622,9 @@ def _lanczos_one(X, f1, f2, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, tw
         err = err_lin
         # quadratic (gap) bound, only when it can matter: delta <= theta1 always (B is PSD)
         if n >= 2 and r1 * r1 <= 2.0 * tol * theta1 * theta1:
-            theta2, z2 = _second_ritz(alpha, beta, n, theta1, lo2, tw, tx, twork)
-            lo2 = theta2 - 1e-3 * (theta1 - theta2)
+            theta2, z2 = _second_ritz(alpha, beta, n, theta1, lo2, b2nd, theta2, tw, tx,
+                                      twork)
+            lo2 = theta2
             r2 = bj * z2
             delta = theta1 - theta2 - r2
             delta = max(delta, delta_hint)
@@ -615,7 +646,7 @@ def _lanczos_one(X, f1, f2, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, tw
     return theta1, err, it, theta2, r2, gap_used
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _ritz_vector(alpha, beta, n, V, theta1, y, tw, tx, twork):
     """y = V[:n]^T s, s the unit eigenvector of T_n for theta1 (inverse iteration, 2 steps)."""
     for i in range(n):
@@ -645,7 +676,7 @@ def _ritz_vector(alpha, beta, n, V, theta1, y, tw, tx, twork):
         y[t] /= nrm
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _finish(theta1, err, e, rtol):
     """(sigma, bound) in the units of the input from a Ritz value of the scaled operator."""
     theta1 = max(theta1, 0.0)
@@ -658,7 +689,7 @@ def _finish(theta1, err, e, rtol):
     return _mul_pow2(sq, e), _mul_pow2(eb, e)
 
 
-@njit(fastmath=_FM, cache=True)
+@njit(fastmath=_FM, cache=True, error_model="numpy")
 def lanczos_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_out):
     """Lanczos path for every matrix of a (N, ell, d) C-contiguous batch (operator d x d)."""
     N, ell, d = a3.shape
@@ -703,7 +734,7 @@ def lanczos_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters
         iters_out[b] = it
 
 
-@njit(fastmath=_FM, cache=True)
+@njit(fastmath=_FM, cache=True, error_model="numpy")
 def _to_f32_scaled(X, e, out):
     """out = float32(X * 2^-e); returns ||X 2^-e - out||_F (exact float64 evaluation)."""
     ell, d = X.shape
@@ -720,7 +751,7 @@ def _to_f32_scaled(X, e, out):
     return math.sqrt(s)
 
 
-@njit(fastmath=_FM, cache=True)
+@njit(fastmath=_FM, cache=True, error_model="numpy")
 def mixed_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_out,
                 iters64_out):
     """Float64 input, two stages per matrix.
