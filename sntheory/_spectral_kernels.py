@@ -28,13 +28,17 @@ import numpy as np
 from numba import njit
 
 __all__ = ["tiny_batch", "lanczos_batch", "mixed_batch", "scan_batch", "frobenius_batch",
-           "start_vector", "MAX_EXPONENT_FOLD"]
+           "start_vector", "EXTREME_EXPONENT"]
 
 _FM = {"reassoc", "contract"}
 _U = 2.0 ** -53                      # unit round-off of float64
 _U32 = 2.0 ** -24                    # unit round-off of float32
 _BIG = 1.7976931348623157e308
-MAX_EXPONENT_FOLD = 1000             # |e| above this: work on an exactly scaled copy instead
+# For |e| <= EXTREME_EXPONENT the scale 2^-e and its square are normal numbers and one
+# multiplication applies them (exactly).  Beyond, entries are scaled one by one with ldexp.
+# (Chained multiplications x * 2^a * 2^b are NOT safe: numba propagates the fastmath flags of
+# a caller into its callees, and re-association then forms 2^(a+b), which may overflow.)
+EXTREME_EXPONENT = 500
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,9 +75,16 @@ def _pow2(e):
 
 @njit(cache=True, error_model="numpy")
 def _mul_pow2(x, e):
-    """x * 2**e without intermediate overflow/underflow of the power itself."""
-    e1 = e // 2
-    return (x * math.ldexp(1.0, e1)) * math.ldexp(1.0, e - e1)
+    """x * 2**e, exact unless the result over- or underflows (then correctly rounded)."""
+    return math.ldexp(x, e)
+
+
+@njit(cache=True, error_model="numpy")
+def _scaled(x, e, f):
+    """x * 2**-e given f = 2**-e when |e| <= EXTREME_EXPONENT (f unused otherwise)."""
+    if abs(e) <= EXTREME_EXPONENT:
+        return x * f
+    return math.ldexp(x, -e)
 
 
 @njit(fastmath=_FM, cache=True, error_model="numpy")
@@ -93,13 +104,12 @@ def frobenius_batch(a3, out):
             out[b] = amax
             continue
         e = _exponent(amax)
-        f1 = _pow2(-(e // 2))
-        f2 = _pow2(-(e - e // 2))
+        f = _pow2(-e) if abs(e) <= EXTREME_EXPONENT else 1.0
         s = 0.0
         ell, d = X.shape
         for i in range(ell):
             for j in range(d):
-                t = (X[i, j] * f1) * f2
+                t = _scaled(float(X[i, j]), e, f)
                 s += t * t
         out[b] = _mul_pow2(math.sqrt(s), e)
 
@@ -179,8 +189,7 @@ def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
             steps_out[b] = 0
             continue
         e = _exponent(amax)
-        f1 = _pow2(-(e // 2))
-        f2 = _pow2(-(e - e // 2))
+        f = _pow2(-e) if abs(e) <= EXTREME_EXPONENT else 1.0
         # ---- Gram matrix of the small side, scaled by 2^-2e --------------------------------
         if m >= n:
             for p in range(k):
@@ -188,7 +197,7 @@ def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
                     G[p, q] = 0.0
             for i in range(m):
                 for p in range(k):
-                    row[p] = (a3[b, i, p] * f1) * f2
+                    row[p] = _scaled(float(a3[b, i, p]), e, f)
                 for p in range(k):
                     rp = row[p]
                     for q in range(p, k):
@@ -201,7 +210,8 @@ def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
                 for q in range(p, k):
                     s = 0.0
                     for j in range(n):
-                        s += ((a3[b, p, j] * f1) * f2) * ((a3[b, q, j] * f1) * f2)
+                        s += (_scaled(float(a3[b, p, j]), e, f)
+                              * _scaled(float(a3[b, q, j]), e, f))
                     G[p, q] = s
                     G[q, p] = s
         trG = 0.0
@@ -216,7 +226,6 @@ def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
         nst = 0
         mu_lo = 1.0 / k
         mu_up = 1.0
-        best_w = np.inf
         for it in range(62):
             for p in range(k):
                 for q in range(p, k):
@@ -268,17 +277,14 @@ def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
             lo_mu = max(lo_mu, rho_lo)
             b2 = c - lo_mu * lo_mu + 6.0 * gk * c
             bmu = math.sqrt(max(b2, 0.0))
-            if bmu < lo_mu:
-                ub = min(ub, rho + 3.0 * gk * sqc + delta * delta / (lo_mu - bmu))
+            if bmu < rho_lo:                       # Kato-Temple needs rho in (b, inf)
+                ub = min(ub, rho + 3.0 * gk * sqc + delta * delta / (rho_lo - bmu))
             nst = it
             mu_lo = lo_mu
             mu_up = ub
             width = (ub - lo_mu) / (lo_mu * p2)      # >= relative width of the lambda bracket
-            if width <= tol:
+            if width <= tol:                          # (terminates: p doubles every step)
                 break
-            if it >= 8 and width > 0.5 * best_w and width < 1e-3:
-                break                                 # stagnating at the round-off floor
-            best_w = min(best_w, width)
             cs[it] = c
             invc = 1.0 / c
             for p in range(k):
@@ -307,7 +313,8 @@ def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
         mid = 0.5 * (slo + sup)
         half = 0.5 * (sup - slo) * (1.0 + 4.0 * u) + 2.0 * u * mid
         sigma[b] = _mul_pow2(mid, e)
-        bound[b] = _mul_pow2(half, e)
+        # + 2 ulp of the smallest subnormal: sigma itself may be a (rounded) subnormal
+        bound[b] = _mul_pow2(half, e) + 1e-323
         steps_out[b] = nst + 1
 
 
@@ -315,8 +322,8 @@ def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
 # Lanczos on the implicit Gram operator
 # --------------------------------------------------------------------------------------------
 @njit(fastmath=_FM, cache=True, error_model="numpy")
-def _gram_apply(X, f1, f2, v, w):
-    """w = (f1 f2)^2 X^T (X v) in one pass over the rows of X.
+def _gram_apply(X, ff, v, w):
+    """w = ff X^T (X v) in one pass over the rows of X (ff = 2^-2e, a normal number).
 
     Rows are taken 8 at a time: 8 dot products with v (8 independent accumulators hide the
     latency of the float32 -> float64 conversion), then the 8 rows, still in cache, are added
@@ -345,14 +352,14 @@ def _gram_apply(X, f1, f2, v, w):
             s5 += X[i + 5, j] * vj
             s6 += X[i + 6, j] * vj
             s7 += X[i + 7, j] * vj
-        s0 = (((s0 * f1) * f2) * f1) * f2
-        s1 = (((s1 * f1) * f2) * f1) * f2
-        s2 = (((s2 * f1) * f2) * f1) * f2
-        s3 = (((s3 * f1) * f2) * f1) * f2
-        s4 = (((s4 * f1) * f2) * f1) * f2
-        s5 = (((s5 * f1) * f2) * f1) * f2
-        s6 = (((s6 * f1) * f2) * f1) * f2
-        s7 = (((s7 * f1) * f2) * f1) * f2
+        s0 *= ff
+        s1 *= ff
+        s2 *= ff
+        s3 *= ff
+        s4 *= ff
+        s5 *= ff
+        s6 *= ff
+        s7 *= ff
         for j in range(d):
             w[j] += (s0 * X[i, j] + s1 * X[i + 1, j] + s2 * X[i + 2, j] + s3 * X[i + 3, j]
                      + s4 * X[i + 4, j] + s5 * X[i + 5, j] + s6 * X[i + 6, j]
@@ -362,7 +369,7 @@ def _gram_apply(X, f1, f2, v, w):
         s0 = 0.0
         for j in range(d):
             s0 += X[i, j] * v[j]
-        s0 = (((s0 * f1) * f2) * f1) * f2
+        s0 *= ff
         for j in range(d):
             w[j] += s0 * X[i, j]
         i += 1
@@ -539,9 +546,9 @@ def _second_ritz(alpha, beta, n, theta1, a, b, x0, tw, tx, twork):
 
 
 @njit(fastmath=_FM, cache=True, error_model="numpy")
-def _lanczos_one(X, f1, f2, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, twork,
-                 delta_hint, rho_coef):
-    """Lanczos with full reorthogonalisation on B = (f1 f2)^2 X^T X from the unit vector v0.
+def _lanczos_one(X, ff, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, twork,
+                 delta_hint, rho_coef, quad):
+    """Lanczos with full reorthogonalisation on B = ff X^T X from the unit vector v0.
 
     Stops when the error bound on the Ritz value, in sigma units, is <= tol * sigma.
     Returns (theta1, err_lam, iterations, theta2, r2, gap_used).
@@ -549,7 +556,8 @@ def _lanczos_one(X, f1, f2, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, tw
     err_lam = min(r1, r1^2 / delta) + rho where r1 = beta_j |s_j| is the residual norm of the
     top Ritz pair, delta = theta1 - theta2 - r2 the estimated distance from theta1 to the rest
     of the spectrum (or delta_hint when that is larger, from an earlier stage) and
-    rho = rho_coef * u * theta1 a rounding allowance.
+    rho = rho_coef * u * theta1 a rounding allowance.  With quad=False only the residual
+    bound r1 + rho is used (for the stopping test and the result).
     """
     ell, d = X.shape
     for j in range(d):
@@ -562,10 +570,11 @@ def _lanczos_one(X, f1, f2, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, tw
     lo2 = 0.0
     b2nd = 0.0
     slast = 1.0
+    confirming = False
     it = 0
     for jj in range(maxit):
         it = jj + 1
-        _gram_apply(X, f1, f2, V[jj], w)
+        _gram_apply(X, ff, V[jj], w)
         if jj > 0:
             bprev = beta[jj - 1]
             for t in range(d):
@@ -621,7 +630,9 @@ def _lanczos_one(X, f1, f2, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, tw
         err_lin = r1 + rho
         err = err_lin
         # quadratic (gap) bound, only when it can matter: delta <= theta1 always (B is PSD)
-        if n >= 2 and r1 * r1 <= 2.0 * tol * theta1 * theta1:
+        if not quad:
+            pass
+        elif n >= 2 and r1 * r1 <= 2.0 * tol * theta1 * theta1:
             theta2, z2 = _second_ritz(alpha, beta, n, theta1, lo2, b2nd, theta2, tw, tx,
                                       twork)
             lo2 = theta2
@@ -637,8 +648,19 @@ def _lanczos_one(X, f1, f2, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, tw
         # ---- convergence in sigma units -------------------------------------------------
         sq = math.sqrt(max(theta1, 0.0))
         err_sig = err / (sq + math.sqrt(max(theta1 - err, 0.0))) if sq > 0.0 else math.sqrt(err)
-        if err_sig <= tol * sq or breakdown:
+        if breakdown:
             break
+        if err_sig <= tol * sq:
+            # Confirm with one more step before stopping.  If a singular value next to
+            # sigma_1 is still unresolved (hidden in the top Ritz value), the residual, hence
+            # the next Lanczos vector, lies mostly in the plane of the two singular vectors;
+            # the next step then produces a second Ritz value next to theta1, the gap
+            # estimate collapses and the iteration goes on until the pair is resolved.
+            if confirming or not quad:
+                break
+            confirming = True
+        else:
+            confirming = False
         if jj + 1 < maxit:
             inv = 1.0 / bj
             for t in range(d):
@@ -686,11 +708,11 @@ def _finish(theta1, err, e, rtol):
     else:
         eb = math.sqrt(err)
     eb = eb * (1.0 + 8.0 * _U) + 2.0 * _U * sq
-    return _mul_pow2(sq, e), _mul_pow2(eb, e)
+    return _mul_pow2(sq, e), _mul_pow2(eb, e) + 1e-323
 
 
 @njit(fastmath=_FM, cache=True, error_model="numpy")
-def lanczos_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_out):
+def lanczos_batch(a3, rtol, maxit, seed, rho_coef, quad, sigma, bound, amax_out, iters_out):
     """Lanczos path for every matrix of a (N, ell, d) C-contiguous batch (operator d x d)."""
     N, ell, d = a3.shape
     mx = min(maxit, d)
@@ -715,19 +737,19 @@ def lanczos_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters
             iters_out[b] = 0
             continue
         e = _exponent(amax)
-        if abs(e) > MAX_EXPONENT_FOLD:
+        if abs(e) > EXTREME_EXPONENT:
             if Xs.shape[0] != ell:
                 Xs = np.empty((ell, d))
             for i in range(ell):
                 for j in range(d):
-                    Xs[i, j] = _mul_pow2(float(X[i, j]), -e)
-            th, err, it, t2, r2, gp = _lanczos_one(Xs, 1.0, 1.0, v0, rtol, mx, V, alpha, beta,
-                                                   w, h, tz, tw, tx, twork, 0.0, rho_coef)
+                    Xs[i, j] = math.ldexp(float(X[i, j]), -e)
+            th, err, it, t2, r2, gp = _lanczos_one(Xs, 1.0, v0, rtol, mx, V, alpha, beta,
+                                                   w, h, tz, tw, tx, twork, 0.0, rho_coef,
+                                                   quad)
         else:
-            f1 = _pow2(-(e // 2))
-            f2 = _pow2(-(e - e // 2))
-            th, err, it, t2, r2, gp = _lanczos_one(X, f1, f2, v0, rtol, mx, V, alpha, beta,
-                                                   w, h, tz, tw, tx, twork, 0.0, rho_coef)
+            th, err, it, t2, r2, gp = _lanczos_one(X, _pow2(-2 * e), v0, rtol, mx, V, alpha,
+                                                   beta, w, h, tz, tw, tx, twork, 0.0,
+                                                   rho_coef, quad)
         sg, eb = _finish(th, err, e, rtol)
         sigma[b] = sg
         bound[b] = eb
@@ -738,12 +760,11 @@ def lanczos_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters
 def _to_f32_scaled(X, e, out):
     """out = float32(X * 2^-e); returns ||X 2^-e - out||_F (exact float64 evaluation)."""
     ell, d = X.shape
-    f1 = _pow2(-(e // 2))
-    f2 = _pow2(-(e - e // 2))
+    f = _pow2(-e) if abs(e) <= EXTREME_EXPONENT else 1.0
     s = 0.0
     for i in range(ell):
         for j in range(d):
-            t = (X[i, j] * f1) * f2
+            t = _scaled(float(X[i, j]), e, f)
             o = np.float32(t)
             out[i, j] = o
             r = t - float(o)
@@ -792,30 +813,29 @@ def mixed_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_o
             continue
         e = _exponent(amax)
         efro = _to_f32_scaled(X, e, X32)
-        th1, err1, it1, t2, r2, gp = _lanczos_one(X32, 1.0, 1.0, v0, 0.25 * rtol, mx, V,
+        th1, err1, it1, t2, r2, gp = _lanczos_one(X32, 1.0, v0, 0.25 * rtol, mx, V,
                                                   alpha, beta, w, h, tz, tw, tx, twork, 0.0,
-                                                  rho_coef)
+                                                  rho_coef, True)
         _ritz_vector(alpha, beta, it1, V, th1, y, tw, tx, twork)
         # rigorous Weyl shift between the spectra of the two operators
         shift = (2.0 * math.sqrt(max(th1, 0.0) + err1) + efro) * efro * 1.01
         hint = 0.0
         if r2 < np.inf:
             hint = th1 - (t2 + r2) - 2.0 * shift
-        if abs(e) > MAX_EXPONENT_FOLD:
+        if abs(e) > EXTREME_EXPONENT:
             if Xs.shape[0] != ell:
                 Xs = np.empty((ell, d))
             for i in range(ell):
                 for j in range(d):
-                    Xs[i, j] = _mul_pow2(float(X[i, j]), -e)
-            th, err, it, t2b, r2b, gpb = _lanczos_one(Xs, 1.0, 1.0, y, rtol, mx, V, alpha,
+                    Xs[i, j] = math.ldexp(float(X[i, j]), -e)
+            th, err, it, t2b, r2b, gpb = _lanczos_one(Xs, 1.0, y, rtol, mx, V, alpha,
                                                       beta, w, h, tz, tw, tx, twork,
-                                                      max(hint, 0.0), rho_coef)
+                                                      max(hint, 0.0), rho_coef, True)
         else:
-            f1 = _pow2(-(e // 2))
-            f2 = _pow2(-(e - e // 2))
-            th, err, it, t2b, r2b, gpb = _lanczos_one(X, f1, f2, y, rtol, mx, V, alpha, beta,
+            th, err, it, t2b, r2b, gpb = _lanczos_one(X, _pow2(-2 * e), y, rtol, mx, V, alpha,
+                                                      beta,
                                                       w, h, tz, tw, tx, twork,
-                                                      max(hint, 0.0), rho_coef)
+                                                      max(hint, 0.0), rho_coef, True)
         sg, eb = _finish(th, err, e, rtol)
         sigma[b] = sg
         bound[b] = eb

@@ -48,7 +48,7 @@ from . import _spectral_kernels as _k
 __all__ = ["TopSingularValue", "largest_singular_value", "largest_singular_value_svd",
            "stable_rank", "METHODS"]
 
-METHODS = ("auto", "svd", "tiny", "gram", "lanczos", "mixed")
+METHODS = ("auto", "svd", "tiny", "gram", "lanczos", "lanczos-gap", "mixed")
 
 _U = 2.0 ** -53
 _SEED = 0x5EED5EED            # start vector of the Lanczos paths (fixed: deterministic output)
@@ -231,21 +231,22 @@ def _rho_coef(lines: np.ndarray) -> float:
     return float(lines.shape[1] + lines.shape[2])
 
 
-def _lanczos(arr, work, rtol) -> TopSingularValue:
+def _lanczos(arr, work, rtol, gap: bool) -> TopSingularValue:
     lines = _lines(work)
     N = lines.shape[0]
     sigma = np.empty(N)
     bound = np.empty(N)
     amax = np.empty(N)
     its = np.empty(N, np.int64)
-    _k.lanczos_batch(lines, rtol, _MAXIT, _SEED, _rho_coef(lines), sigma, bound, amax, its)
+    _k.lanczos_batch(lines, rtol, _MAXIT, _SEED, _rho_coef(lines), gap, sigma, bound, amax,
+                     its)
     _raise_bad(arr, amax)
-    return TopSingularValue(sigma, bound, "lanczos", its)
+    return TopSingularValue(sigma, bound, "lanczos-gap" if gap else "lanczos", its)
 
 
 def _mixed(arr, work, rtol) -> TopSingularValue:
     if work.dtype == np.float32:
-        return _lanczos(arr, work, rtol)
+        return _lanczos(arr, work, rtol, gap=True)
     lines = _lines(work)
     N = lines.shape[0]
     sigma = np.empty(N)
@@ -275,7 +276,7 @@ def _choose(shape: tuple[int, int], dtype) -> str:
             return "tiny"
     if dtype == np.float64 and m * n >= _MIXED_MIN_ENTRIES:
         return "mixed"
-    return "lanczos"
+    return "lanczos-gap"
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,7 +325,9 @@ def largest_singular_value(a, *, method: str = "auto", rtol: float = 1e-12) -> T
     elif method == "tiny":
         res = _tiny(arr, work, rtol)
     elif method == "lanczos":
-        res = _lanczos(arr, work, rtol)
+        res = _lanczos(arr, work, rtol, gap=False)
+    elif method == "lanczos-gap":
+        res = _lanczos(arr, work, rtol, gap=True)
     else:
         res = _mixed(arr, work, rtol)
     if not np.all(np.isfinite(res.sigma)):
