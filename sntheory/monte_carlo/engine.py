@@ -22,6 +22,7 @@ Design
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -130,7 +131,7 @@ def execute_unit(unit: WorkUnit) -> list[dict]:
     params = json.loads(unit.params_json)
     case_key = case_spawn_key({"sampler": unit.sampler, "params": params})
     out = []
-    with threadpool_limits(limits=1):
+    with _one_blas_thread():
         for block in range(unit.first_block, unit.first_block + unit.n_blocks):
             rng = block_generator(unit.seed, case_key, block)
             stats = sampler(params, rng, unit.block_size)
@@ -152,8 +153,28 @@ class CaseResult:
     record: dict = field(default_factory=dict)   # filled by the claim
 
 
+_BLAS_PINNED = False  # True in pool workers and inside run_tasks: BLAS already at one thread
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """Limit BLAS/OpenMP to one thread (threadpoolctl costs ~2 ms, so only when not yet done)."""
+    global _BLAS_PINNED
+    if _BLAS_PINNED:
+        yield
+        return
+    with threadpool_limits(limits=1):
+        _BLAS_PINNED = True
+        try:
+            yield
+        finally:
+            _BLAS_PINNED = False
+
+
 def _worker_init() -> None:
+    global _BLAS_PINNED
     threadpool_limits(limits=1)
+    _BLAS_PINNED = True
 
 
 def make_executor(workers: int) -> Executor | None:
@@ -273,7 +294,10 @@ def run_tasks(tasks: Sequence[Task], *, seed: int, rule: StoppingRule,
         bar.update(1)
         bar.set_postfix_str(f"last n={state.prefix.count}")
 
+    blas = contextlib.ExitStack()
     try:
+        if executor is None:
+            blas.enter_context(_one_blas_thread())  # once per run, not once per unit
         pending: dict[Future, tuple[_CaseState, WorkUnit]] = {}
         active = list(states)
         for state in [s for s in active if s.done]:
@@ -315,6 +339,7 @@ def run_tasks(tasks: Sequence[Task], *, seed: int, rule: StoppingRule,
                 raise RuntimeError("Monte Carlo driver stalled: cases unfinished but no work "
                                    "left to submit (this is a bug in sntheory)")
     finally:
+        blas.close()
         bar.close()
         if own_executor and executor is not None:
             executor.shutdown(cancel_futures=True)
