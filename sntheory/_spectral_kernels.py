@@ -438,39 +438,48 @@ def _tri_kth(alpha, beta, n, kth, a, b, x):
 
 @njit(cache=True, error_model="numpy")
 def _tri_last_component(alpha, beta, n, lam, z):
-    """|last component| of the unit eigenvector of T for its top eigenvalue, by one step of
-    inverse iteration on lam' I - T with lam' slightly above it (then lam' I - T is positive
-    definite and its LDL^T factorisation without pivoting is stable)."""
+    """|last component| of the unit eigenvector of T for its top eigenvalue lam.
+
+    Three steps of inverse iteration from e_n on K = lam' I - T, lam' = lam + eps slightly
+    above the top eigenvalue, so that K is positive definite and its LDL^T factorisation
+    without pivoting is stable.  After t steps the components along the other eigenvectors
+    are damped by (eps / gap)^t; one step is not enough when the top Ritz vector has
+    converged (its last component is then tiny and the others would dominate), three make
+    the estimate accurate far below any tolerance.  z: workspace of length >= 2 n."""
     if n == 1:
         return 1.0
     scale = abs(lam)
     for i in range(n):
         scale = max(scale, abs(alpha[i]))
     shift = lam + 64.0 * _U * scale + 1e-300
-    # LDL^T of shift I - T; solve with right-hand side e_n
-    dpiv = z                                          # reuse z for the pivots first
-    dpiv[0] = shift - alpha[0]
+    # pivots d_i of K = L D L^T (stored in z[n:2n]); L has sub-diagonal -beta_i / d_i
+    z[n] = shift - alpha[0]
     for i in range(1, n):
-        lm = -beta[i - 1] / dpiv[i - 1]
-        dpiv[i] = shift - alpha[i] - lm * (-beta[i - 1])
-        if not (dpiv[i] > 0.0):
-            dpiv[i] = 64.0 * _U * scale + 1e-300
-    # L y = e_n -> y = e_n ; D w = y -> w = e_n / d_n ; L^T x = w (backward)
-    xn = 1.0 / dpiv[n - 1]
-    norm2 = xn * xn
-    xnext = xn
-    for i in range(n - 2, -1, -1):
-        lm = -beta[i] / dpiv[i]
-        xi = -lm * xnext
-        dpiv[i] = 0.0
-        norm2 += xi * xi
-        xnext = xi
-        if norm2 > 1e280:                             # rescale to avoid overflow
-            fac = 1e-140
-            xn *= fac
-            xnext *= fac
-            norm2 *= fac * fac
-    return abs(xn) / math.sqrt(norm2)
+        dprev = z[n + i - 1]
+        di = shift - alpha[i] - beta[i - 1] * beta[i - 1] / dprev
+        if not (di > 0.0):
+            di = 64.0 * _U * scale + 1e-300
+        z[n + i] = di
+    for i in range(n):
+        z[i] = 0.0
+    z[n - 1] = 1.0
+    for step in range(3):
+        # L y = z (forward), y / D, L^T x = . (backward); L_{i+1,i} = -beta_i / d_i
+        for i in range(1, n):
+            z[i] = z[i] + beta[i - 1] / z[n + i - 1] * z[i - 1]
+        for i in range(n):
+            z[i] = z[i] / z[n + i]
+        for i in range(n - 2, -1, -1):
+            z[i] = z[i] + beta[i] / z[n + i] * z[i + 1]
+        nrm = 0.0
+        for i in range(n):
+            nrm = max(nrm, abs(z[i]))
+        for i in range(n):
+            z[i] = z[i] / nrm
+    nrm = 0.0
+    for i in range(n):
+        nrm += z[i] * z[i]
+    return abs(z[n - 1]) / math.sqrt(nrm)
 
 
 @njit(cache=True, error_model="numpy")
@@ -721,7 +730,7 @@ def lanczos_batch(a3, rtol, maxit, seed, rho_coef, quad, sigma, bound, amax_out,
     beta = np.empty(mx + 1)
     w = np.empty(d)
     h = np.empty(mx + 1)
-    tz = np.empty(mx + 1)
+    tz = np.empty(2 * mx + 2)
     tw = np.empty(mx + 1)
     tx = np.empty(mx + 1)
     twork = np.empty((4, mx + 1))
@@ -793,7 +802,7 @@ def mixed_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_o
     beta = np.empty(mx + 1)
     w = np.empty(d)
     h = np.empty(mx + 1)
-    tz = np.empty(mx + 1)
+    tz = np.empty(2 * mx + 2)
     tw = np.empty(mx + 1)
     tx = np.empty(mx + 1)
     twork = np.empty((4, mx + 1))
