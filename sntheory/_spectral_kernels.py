@@ -389,36 +389,47 @@ def _tri_eval(alpha, beta, n, lam):
             cnt += 1
         elif q == 0.0:
             q = 1e-300
-        b2 = beta[i - 1] * beta[i - 1]
-        dq = 1.0 + b2 * dq / (q * q)
-        q = lam - alpha[i] - b2 / q
+        inv = 1.0 / q                                 # one division per step
+        b2i = beta[i - 1] * beta[i - 1] * inv
+        dq = 1.0 + b2i * dq * inv
+        q = lam - alpha[i] - b2i
     if q < 0.0:
         cnt += 1
     return cnt, q, dq
 
 
 @njit(cache=True, error_model="numpy")
-def _tri_kth(alpha, beta, n, kth, a, b, x):
+def _tri_kth(alpha, beta, n, kth, a, b, x, atol, pole):
     """The kth largest eigenvalue of the tridiagonal T, given a bracket a <= . <= b and a
     starting point x in it: Newton on q_n, safeguarded by bisection, the side of every point
-    being decided by the Sturm count (count >= kth  <=>  point below the eigenvalue)."""
+    being decided by the Sturm count (count >= kth  <=>  point below the eigenvalue).
+    Returns the upper end of the bracket once it is narrower than atol.
+
+    ``pole`` (if finite) is a pole of q_n next to the root (for the top eigenvalue: the top
+    eigenvalue of T[:n-1, :n-1]); Newton then runs on q_n(l) (l - pole), which has no pole
+    there and converges quadratically even when the root is extremely close to the pole (as
+    it is once Lanczos has converged)."""
     for _ in range(200):
         cnt, q, dq = _tri_eval(alpha, beta, n, x)
         if cnt >= kth:
             a = x
         else:
             b = x
-        if b - a <= 2.0 * _U * max(abs(a), abs(b)):
-            return 0.5 * (a + b)
+        if b - a <= max(atol, 2.0 * _U * max(abs(a), abs(b))):
+            return b
         nxt = 0.5 * (a + b)
+        if pole == pole:                              # not NaN: deflate the pole
+            dd = x - pole
+            dq = dq * dd + q
+            q = q * dd
         if dq > 0.0 and dq < np.inf:
             step = q / dq
-            if abs(step) <= 4.0 * _U * abs(x):
+            if abs(step) <= max(4.0 * _U * abs(x), 0.5 * atol):
                 # Newton has converged to a root of q_n: accept it if it is the kth one (for
                 # kth = 1 the callers' bracket starts at the top pole of q_n: only one root)
                 if kth == 1:
                     return x
-                eps = 16.0 * _U * abs(x) + 1e-300
+                eps = max(16.0 * _U * abs(x), atol) + 1e-300
                 c_hi, q_, dq_ = _tri_eval(alpha, beta, n, x + eps)
                 c_lo, q_, dq_ = _tri_eval(alpha, beta, n, x - eps)
                 if c_hi < kth <= c_lo:
@@ -453,29 +464,27 @@ def _tri_last_component(alpha, beta, n, lam, z):
         scale = max(scale, abs(alpha[i]))
     shift = lam + 64.0 * _U * scale + 1e-300
     # pivots d_i of K = L D L^T (stored in z[n:2n]); L has sub-diagonal -beta_i / d_i
-    z[n] = shift - alpha[0]
+    # z[n:2n] = 1 / d_i, reciprocals of the pivots
+    di = shift - alpha[0]
+    z[n] = 1.0 / di
     for i in range(1, n):
-        dprev = z[n + i - 1]
-        di = shift - alpha[i] - beta[i - 1] * beta[i - 1] / dprev
+        di = shift - alpha[i] - beta[i - 1] * beta[i - 1] * z[n + i - 1]
         if not (di > 0.0):
             di = 64.0 * _U * scale + 1e-300
-        z[n + i] = di
+        z[n + i] = 1.0 / di
     for i in range(n):
         z[i] = 0.0
     z[n - 1] = 1.0
     for step in range(3):
         # L y = z (forward), y / D, L^T x = . (backward); L_{i+1,i} = -beta_i / d_i
         for i in range(1, n):
-            z[i] = z[i] + beta[i - 1] / z[n + i - 1] * z[i - 1]
+            z[i] = z[i] + beta[i - 1] * z[n + i - 1] * z[i - 1]
         for i in range(n):
-            z[i] = z[i] / z[n + i]
+            z[i] = z[i] * z[n + i]
         for i in range(n - 2, -1, -1):
-            z[i] = z[i] + beta[i] / z[n + i] * z[i + 1]
-        nrm = 0.0
-        for i in range(n):
-            nrm = max(nrm, abs(z[i]))
-        for i in range(n):
-            z[i] = z[i] / nrm
+            z[i] = z[i] + beta[i] * z[n + i] * z[i + 1]
+        # (no rescaling needed: ||K^-1|| <= 1 / (64 u scale) and scale >= 1/4 for the
+        # scaled operators, so three solves stay far below the overflow threshold)
     nrm = 0.0
     for i in range(n):
         nrm += z[i] * z[i]
@@ -528,7 +537,7 @@ def _tri_solve_pp(alpha, beta, n, lam, b, x, work):
 
 
 @njit(cache=True, error_model="numpy")
-def _second_ritz(alpha, beta, n, theta1, a, b, x0, tw, tx, twork):
+def _second_ritz(alpha, beta, n, theta1, a, b, x0, pole, tw, tx, twork):
     """(theta2, |last component of its unit eigenvector|) for the tridiagonal T (n >= 2).
 
     theta2 lies in [a, b] (interlacing: theta2(T_n) is between theta2(T_{n-1}) and
@@ -538,9 +547,13 @@ def _second_ritz(alpha, beta, n, theta1, a, b, x0, tw, tx, twork):
     while cnt < 2:                                   # widen until a is below theta2
         a = a - (b - a + abs(theta1) * 1e-3 + 1e-300)
         cnt, q, dq = _tri_eval(alpha, beta, n, a)
+    if pole == pole:                 # a = theta2(T_{n-1}), a pole of q_n: start right above it
+        x0 = a + 1e-9 * (b - a)
     if not (a <= x0 <= b):
         x0 = 0.5 * (a + b)
-    theta2 = _tri_kth(alpha, beta, n, 2, a, b, x0)
+    # theta2 only enters the gap estimate: 1e-6 theta1 absolute accuracy is plenty, and the
+    # upper end of the bracket is returned (smaller gap, larger bound)
+    theta2 = _tri_kth(alpha, beta, n, 2, a, b, x0, 1e-6 * abs(theta1), pole)
     for i in range(n):
         tw[i] = 1.0
     lam = theta2 + 1e-9 * (theta1 - theta2)
@@ -576,6 +589,7 @@ def _lanczos_one(X, ff, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, twork,
     theta2 = 0.0
     r2 = np.inf
     gap_used = 0.0
+    last_gap = 0
     lo2 = 0.0
     b2nd = 0.0
     slast = 1.0
@@ -630,7 +644,7 @@ def _lanczos_one(X, ff, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, twork,
             lo1 = 0.5 * (tprev + alpha[jj]) + math.sqrt(hh * hh + cpl * cpl)
             up1 = (max(tprev, alpha[jj]) + beta[jj - 1]) * (1.0 + 4.0 * _U)
             lo1 = min(max(lo1, tprev), up1)
-            theta1 = _tri_kth(alpha, beta, n, 1, tprev, up1, lo1)
+            theta1 = _tri_kth(alpha, beta, n, 1, tprev, up1, lo1, 0.0, tprev)
             b2nd = tprev
         slast = _tri_last_component(alpha, beta, n, theta1, tz)
         r1 = bj * slast
@@ -641,14 +655,25 @@ def _lanczos_one(X, ff, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, twork,
         # quadratic (gap) bound, only when it can matter: delta <= theta1 always (B is PSD)
         if not quad:
             pass
-        elif n >= 2 and r1 * r1 <= 2.0 * tol * theta1 * theta1:
-            theta2, z2 = _second_ritz(alpha, beta, n, theta1, lo2, b2nd, theta2, tw, tx,
-                                      twork)
+        elif (n >= 2 and r1 * r1 <= 2.0 * tol * theta1 * (theta1 - lo2)
+              and (gap_used <= 0.0 or r1 * r1 <= 4.0 * tol * theta1 * gap_used
+                   or jj - last_gap >= 4)):
+            # Necessary for a pass: delta <= theta1 - theta2 <= theta1 - lo2 (lo2 <= theta2
+            # by interlacing; lo2 = 0 <= every eigenvalue of the PSD operator at first).
+            # Once a gap has been computed, recompute it only when the previous one would
+            # (nearly) let the test pass: it changes slowly, and this saves most of the
+            # O(n) tridiagonal work in the late iterations.
+            # lo2 is theta2(T_{n-1}) when it was computed at the previous step: then it is a
+            # pole of q_n next to theta2(T_n) and Newton can deflate it
+            pole2 = lo2 if last_gap == jj - 1 and lo2 > 0.0 else np.nan
+            theta2, z2 = _second_ritz(alpha, beta, n, theta1, lo2, b2nd, theta2, pole2, tw,
+                                      tx, twork)
             lo2 = theta2
             r2 = bj * z2
             delta = theta1 - theta2 - r2
             delta = max(delta, delta_hint)
             gap_used = delta
+            last_gap = jj
             if delta > r1:
                 err = min(err_lin, r1 * r1 / delta + rho)
         elif n == 1 and delta_hint > r1:
