@@ -191,7 +191,7 @@ def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
         e = _exponent(amax)
         f = _pow2(-e) if abs(e) <= EXTREME_EXPONENT else 1.0
         # ---- Gram matrix of the small side, scaled by 2^-2e --------------------------------
-        if m >= n:
+        if m > n:
             for p in range(k):
                 for q in range(k):
                     G[p, q] = 0.0
@@ -200,11 +200,8 @@ def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
                     row[p] = _scaled(float(a3[b, i, p]), e, f)
                 for p in range(k):
                     rp = row[p]
-                    for q in range(p, k):
+                    for q in range(k):                # full rows: vectorises, stays symmetric
                         G[p, q] += rp * row[q]
-            for p in range(k):
-                for q in range(p):
-                    G[p, q] = G[q, p]
         else:
             for p in range(k):
                 for q in range(p, k):
@@ -245,12 +242,23 @@ def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
                     bestd = S[p, p]
                     ib = p
             cp = c / trM
+            sqc = math.sqrt(c)
+            if it < 6 and (sqc - cp) > 0.01 * cp * p2:
+                # cheap bracket [c', sqrt(c)] of mu_1 still wider than 1% in lambda: the full
+                # bounds below cannot meet the tolerance yet (they converge ~4x faster in
+                # the exponent), skip them (exactly equal top values: evaluated from it = 6)
+                cs[it] = c
+                invc = 1.0 / c
+                for p in range(k):
+                    for q in range(k):
+                        M[p, q] = S[p, q] * invc
+                p2 *= 2.0
+                continue
             rr = 0.0
             for p in range(k):
                 for q in range(k):
                     dlt = S[p, q] - cp * M[p, q]
                     rr += dlt * dlt
-            sqc = math.sqrt(c)
             # ||fl(M^2) - M^2||_F <= gamma_k ||M||_F^2 = gamma_k c, plus forming S - c'M
             eps = math.sqrt(rr) * (1.0 + 2.0 * u) + 4.0 * gk * c
             lo_mu = cp * (1.0 - 4.0 * gk)
@@ -292,18 +300,15 @@ def tiny_batch(a3, rtol, sigma, bound, amax_out, steps_out):
                     M[p, q] = S[p, q] * invc
             p2 *= 2.0
         # ---- assemble lambda_1 bracket -----------------------------------------------------
-        prod = 1.0
+        # P = prod_s c_s^(1/2^(s+1)) * mu_lo^(1/p) by nested square roots, and
+        # (mu_up / mu_lo)^(1/p) <= 1 + (mu_up / mu_lo - 1) / p (Bernoulli)
+        prod = mu_lo
         for s_ in range(nst - 1, -1, -1):
             prod = math.sqrt(cs[s_] * prod)
-        rl = mu_lo
-        ru = mu_up
-        for s_ in range(nst):
-            rl = math.sqrt(rl)
-            ru = math.sqrt(ru)
         # accumulated rounding of the squaring chain and of the square roots (relative)
         eta = (2.0 * k * k + 8.0 * k + 4.0 * nst + 16.0) * u
-        lam_lo = trG * prod * rl * (1.0 - eta)
-        lam_up = trG * prod * ru * (1.0 + eta)
+        lam_lo = trG * prod * (1.0 - eta)
+        lam_up = trG * prod * (1.0 + (mu_up / mu_lo - 1.0) / p2) * (1.0 + eta)
         # rounding of the Gram matrix itself: ||fl(G) - G||_2 <= gamma_ell tr(G) (+ underflow)
         dG = gl * trG * (1.0 + gk) + ell * k * 2.0 ** -1000
         lam_lo = max(lam_lo - dG, 0.0)

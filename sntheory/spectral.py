@@ -267,9 +267,9 @@ def _choose(shape: tuple[int, int], dtype) -> str:
         return "tiny"
     if k <= _TINY_MAX_K:
         # cost model in units of multiply-adds (constants fitted to the measured kernels):
-        # tiny: Gram ell*k^2/2 + ~6 squarings at ~1.5 k^3; lanczos: ~min(k+1, 30) iterations
+        # tiny: Gram ell*k^2/2 + ~5 squarings at ~1.2 k^3; lanczos: ~min(k+1, 30) iterations
         # of 2*ell*k (fused pass) + reorthogonalisation.
-        tiny_cost = 0.5 * ell * k * k + 9.0 * k ** 3
+        tiny_cost = 0.5 * ell * k * k + 6.0 * k ** 3
         its = min(k + 1, 30)
         lanczos_cost = its * (2.0 * ell * k + 2.0 * its * max(ell, k)) + 2000.0 * its
         if tiny_cost <= lanczos_cost:
