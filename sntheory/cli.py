@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Theorem 2: Var(a_bar_ij) of A/||A||_sp against 1/max{m,n}, the explicit "
                     "Gaussian lower bound, L_hat and the Bai-Yin ratio. Without --shapes/--dist "
                     "runs the default sweep (44 shapes from 2x2 to 4096x4096, Gaussian and uniform, "
-                    "plus heavy-tailed and non-symmetric negative controls).")
+                    "plus heavy-tailed and non-symmetric negative controls on 7 shapes at 2%% precision).")
     thm2.add_argument("--shapes", help="comma-separated MxN list, e.g. 8x8,64x32,3x200")
     thm2.add_argument("--dist", help="comma-separated laws: gaussian, uniform, rademacher, cauchy, "
                                      "student-t:<dof>, exponential, shifted-exponential")
@@ -155,7 +155,9 @@ def _run_thm2(args: argparse.Namespace) -> int:
         if args.workers < 1:
             raise ValueError(f"`--workers` must be an integer >= 1, got {args.workers!r}")
         if args.shapes is None and args.dist is None:
-            cases = thm2.default_sweep(args.normalizer, controls=not args.no_controls)
+            cases = thm2.default_sweep(args.normalizer, controls=not args.no_controls,
+                                       control_precision=max(args.precision,
+                                                             thm2.CONTROL_PRECISION))
         else:
             cases = thm2.cases_from_grid(
                 args.shapes if args.shapes is not None else "8x8,64x32,3x200",

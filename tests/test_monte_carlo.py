@@ -454,8 +454,8 @@ def test_stops_at_the_first_block_meeting_the_rule(tmp_path, seed, mu, sd, bs):
         expected = expected.merge(block)
     assert np.array_equal(expected.mean, result.moments.mean)
     assert np.array_equal(expected.comoment, result.moments.comoment)
-    # the block log (no on_case_done here: nothing deletes it) holds the same blocks
-    logged = store.load_blocks(result.key)
+    # the block log (keyed by the block identity, which excludes the rule) holds the same blocks
+    logged = store.load_blocks(task.key(seed))
     assert sorted(logged) == list(range(result.n_blocks))
     for b in range(result.n_blocks):
         assert np.array_equal(logged[b].mean, blocks[b].mean), f"seed {seed}, block {b}"
@@ -529,7 +529,15 @@ def test_second_run_recomputes_nothing(tmp_path):
     assert all(r.resumed for r in second)
     for a, b in zip(first, second):
         assert_same_result(a, b, "resumed, seed 5")
-    assert not list((tmp_path / "store" / "blocks").iterdir()), "finished cases left block logs"
+    # block logs stay (they do not depend on the rule): a tighter rule resumes from them
+    tighter = StoppingRule(precision=RES_RULE.precision / 2, level=RES_RULE.level,
+                           min_samples=RES_RULE.min_samples, max_samples=RES_RULE.max_samples)
+    third = run_tasks(tasks, seed=5, rule=tighter, store=store, unit_cost=1, progress=False)
+    third_calls = log_lines(log) - calls
+    fresh = run_tasks(tasks, seed=5, rule=tighter, unit_cost=1, progress=False)
+    assert third_calls == sum(r.n_blocks for r in fresh) - sum(r.n_blocks for r in first)
+    for a, b in zip(third, fresh):
+        assert_same_result(a, b, "tighter rule resumed from block logs, seed 5")
 
 
 def _uninterrupted(task, seed):
@@ -545,7 +553,7 @@ def test_case_whose_blocks_are_all_logged_is_finished_without_sampling(tmp_path)
     store = ResultStore(tmp_path / "store")
     [first] = run_tasks([task], seed=seed, rule=RES_RULE, store=store, progress=False)
     assert store.load_case(first.key) is None
-    assert set(range(first.n_blocks)) <= set(store.load_blocks(first.key))
+    assert set(range(first.n_blocks)) <= set(store.load_blocks(first.block_key))
     before = log_lines(log)
     [again] = run_tasks([task], seed=seed, rule=RES_RULE, store=store, on_case_done=saver(store),
                         progress=False)
@@ -564,7 +572,7 @@ def test_torn_last_line_is_skipped_and_resume_matches(tmp_path, cut):
     store = ResultStore(tmp_path / "store")
     # a run whose case never finished (no on_case_done): the block log holds every block
     run_tasks([task], seed=seed, rule=RES_RULE, store=store, unit_cost=1, progress=False)
-    path = tmp_path / "store" / "blocks" / f"{reference.key}.jsonl"
+    path = tmp_path / "store" / "blocks" / f"{reference.block_key}.jsonl"
     lines = path.read_text().splitlines(keepends=True)
     assert len(lines) == reference.n_blocks >= 4
     keep = len(lines) // 2
@@ -577,7 +585,7 @@ def test_torn_last_line_is_skipped_and_resume_matches(tmp_path, cut):
                           on_case_done=saver(store), unit_cost=1, progress=False)
     assert_same_result(resumed, reference, f"torn line ({cut}), seed {seed}")
     assert log_lines(log) - before == reference.n_blocks - keep, "restored blocks were recomputed"
-    assert not path.exists()
+    assert sorted(store.load_blocks(reference.block_key)) == list(range(reference.n_blocks))
     assert store.load_case(reference.key)["n_blocks"] == reference.n_blocks
 
 
@@ -606,7 +614,7 @@ def test_resume_fills_gaps_without_recomputing_restored_blocks(tmp_path):
     reference = _uninterrupted(task, seed)
     store = ResultStore(tmp_path / "store")
     run_tasks([task], seed=seed, rule=RES_RULE, store=store, unit_cost=1, progress=False)
-    path = tmp_path / "store" / "blocks" / f"{reference.key}.jsonl"
+    path = tmp_path / "store" / "blocks" / f"{reference.block_key}.jsonl"
     lines = path.read_text().splitlines(keepends=True)
     assert len(lines) == reference.n_blocks >= 10
     missing = {1, 4, 5, 8}

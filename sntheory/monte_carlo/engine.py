@@ -87,12 +87,22 @@ class Task:
     primary: Callable[[Moments], Estimate]  # the estimate the stopping rule watches
     n_stats: int                       # statistics per sample
     cost_per_sample: float = 1.0       # relative cost (e.g. m*n), used to size work units
+    rule: StoppingRule | None = None   # per-case stopping rule (None: the sweep's rule)
 
     def key(self, seed: int) -> str:
+        """Identity of the case's random blocks: claim, sampler, parameters, block size, seed.
+
+        Blocks do not depend on the stopping rule, so block logs are shared between rules.
+        """
         ident = {"claim": self.claim, "params": self.params, "sampler": self.sampler,
                  "block_size": self.block_size, "seed": seed}
         blob = json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:20]
+
+    def result_key(self, seed: int, rule: StoppingRule) -> str:
+        """Identity of a finished case: its block identity plus the stopping rule applied."""
+        blob = json.dumps(asdict(self.rule or rule), sort_keys=True).encode()
+        return f"{self.key(seed)}-{hashlib.sha256(blob).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,7 @@ class CaseResult:
     wall_s: float
     resumed: bool = False
     record: dict = field(default_factory=dict)   # filled by the claim
+    block_key: str = ""                          # identity of the case's blocks (see Task.key)
 
 
 _BLAS_PINNED = False  # True in pool workers and inside run_tasks: BLAS already at one thread
@@ -190,6 +201,7 @@ class _CaseState:
     def __init__(self, task: Task, key: str, seed: int, rule: StoppingRule,
                  unit_cost: float, blocks: dict[int, Moments]) -> None:
         self.task, self.key, self.seed, self.rule = task, key, seed, rule
+        self.block_key = task.key(seed)  # block logs are shared by every stopping rule
         self.blocks = dict(blocks)
         self.prefix = Moments.empty(task.n_stats)
         self.next_index = 0          # first block not yet merged into the prefix
@@ -247,7 +259,7 @@ class _CaseState:
             moments = Moments.from_json(data)
             self.blocks[index] = moments
             if store is not None:
-                store.append_block(self.key, index, moments)
+                store.append_block(self.block_key, index, moments)
         self._advance()
 
 
@@ -268,15 +280,15 @@ def run_tasks(tasks: Sequence[Task], *, seed: int, rule: StoppingRule,
     results: dict[str, CaseResult] = {}
     states: list[_CaseState] = []
     for task in tasks:
-        key = task.key(seed)
+        key = task.result_key(seed, rule)
         if store is not None and (saved := store.load_case(key)) is not None:
             moments = Moments.from_json(saved["moments"])
             results[key] = CaseResult(key, task, moments, saved["n_blocks"],
                                       saved["precision_reached"], saved["wall_s"], resumed=True,
-                                      record=saved)
+                                      record=saved, block_key=task.key(seed))
             continue
-        blocks = store.load_blocks(key) if store is not None else {}
-        states.append(_CaseState(task, key, seed, rule, unit_cost, blocks))
+        blocks = store.load_blocks(task.key(seed)) if store is not None else {}
+        states.append(_CaseState(task, key, seed, task.rule or rule, unit_cost, blocks))
 
     own_executor = executor is None and workers > 1
     if own_executor:
@@ -287,7 +299,8 @@ def run_tasks(tasks: Sequence[Task], *, seed: int, rule: StoppingRule,
 
     def finish(state: _CaseState) -> None:
         result = CaseResult(state.key, state.task, state.prefix, state.next_index,
-                            state.precision_reached, time.perf_counter() - state.started)
+                            state.precision_reached, time.perf_counter() - state.started,
+                            block_key=state.block_key)
         results[state.key] = result
         if on_case_done is not None:
             on_case_done(result)
@@ -343,4 +356,4 @@ def run_tasks(tasks: Sequence[Task], *, seed: int, rule: StoppingRule,
         bar.close()
         if own_executor and executor is not None:
             executor.shutdown(cancel_futures=True)
-    return [results[task.key(seed)] for task in tasks]
+    return [results[task.result_key(seed, rule)] for task in tasks]

@@ -2,8 +2,11 @@
 
 Layout under ``root``::
 
-    cases/<key>.json     one finished case (atomic: written to a temp file, fsynced, renamed)
-    blocks/<key>.jsonl   finished blocks of an unfinished case, one JSON line each, fsynced
+    cases/<key>.json     one finished case (atomic: written to a temp file, fsynced, renamed);
+                         the key includes the stopping rule
+    blocks/<key>.jsonl   finished blocks of a case, one JSON line each, fsynced; the key does
+                         not include the stopping rule, so a later run asking for more precision
+                         starts from the blocks already computed
 
 A run killed at any moment leaves only whole case files and at most one torn last line per block
 log; :meth:`ResultStore.load_blocks` skips a torn line, so a resumed run recomputes at most the
@@ -61,9 +64,6 @@ class ResultStore:
 
     def save_case(self, key: str, record: dict) -> None:
         atomic_write_text(self._case_path(key), json.dumps(record, indent=1, sort_keys=True))
-        block_log = self._block_path(key)
-        if block_log.exists():
-            block_log.unlink()
 
     def load_blocks(self, key: str) -> dict[int, Moments]:
         """Finished blocks of an unfinished case; a torn (half-written) last line is ignored."""
