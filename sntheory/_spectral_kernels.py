@@ -754,7 +754,7 @@ def _finish(theta1, err, e, rtol):
 def lanczos_batch(a3, rtol, maxit, seed, rho_coef, quad, sigma, bound, amax_out, iters_out):
     """Lanczos path for every matrix of a (N, ell, d) C-contiguous batch (operator d x d)."""
     N, ell, d = a3.shape
-    mx = min(maxit, d)
+    mx = min(maxit, d)          # lazily allocated: only the rows used are touched
     V = np.empty((mx + 1, d))
     alpha = np.empty(mx + 1)
     beta = np.empty(mx + 1)
@@ -826,7 +826,7 @@ def mixed_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_o
     goes on iterating (plain Lanczos) if one step does not meet rtol.
     """
     N, ell, d = a3.shape
-    mx = min(maxit, d)
+    mx = min(maxit, d)          # lazily allocated: only the rows used are touched
     V = np.empty((mx + 1, d))
     alpha = np.empty(mx + 1)
     beta = np.empty(mx + 1)

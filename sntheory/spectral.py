@@ -5,35 +5,49 @@
 >>> a = np.random.default_rng(0).standard_normal((100, 64, 64))
 >>> res = largest_singular_value(a, rtol=1e-10)
 >>> res.sigma.shape, res.method
-((100,), 'lanczos')
+((100,), 'lanczos-gap')
 
 Every path returns, per matrix, an estimate ``sigma`` of ``||A_k||_2 = sigma_1(A_k)`` and an
-a-posteriori ``error_bound``.  What the bound certifies depends on the path (see
+a-posteriori ``error_bound``; what the bound certifies depends on the path (see
 :class:`TopSingularValue`).  Shapes: the input is ``(m, n)`` or ``(N, m, n)``; the outputs are
-always ``(N,)`` arrays, with ``N = 1`` for a 2-D input.
+always ``(N,)`` arrays, ``N = 1`` for a 2-D input.  Results are deterministic, and a matrix's
+result does not depend on the batch it comes in (bitwise).
 
 Paths (``method=``)
 -------------------
-``"svd"``      reference: LAPACK SVD in float64 (``np.linalg.svd(..., compute_uv=False)``).
-``"tiny"``     compiled kernel for a small side ``k = min(m, n)``: Gram matrix of the small
-               side, then repeated squaring with trace normalisation, which yields a rigorous
-               two-sided bracket of sigma_1 (``sigma`` is its midpoint).
-``"gram"``     batched Gram matrix of the small side + ``np.linalg.eigvalsh`` (LAPACK).
-``"lanczos"``  compiled Lanczos with full reorthogonalisation on the implicit Gram operator
-               ``v -> A^T (A v)`` (one fused pass over the matrix per iteration), fixed start
-               vector (deterministic), stopped on the residual/gap error bound.
-``"mixed"``    for float64 input: Lanczos on a float32 copy (half the memory traffic) followed
-               by float64 Lanczos steps from the float32 Ritz vector; same accuracy and same
-               kind of bound as ``"lanczos"``.  For float32 input it is the same as
-               ``"lanczos"``.
-``"auto"``     picks by shape (see ``_choose``; measured crossovers are noted there).
+``"svd"``          reference: LAPACK SVD in float64 (``np.linalg.svd(compute_uv=False)``).
+``"tiny"``         compiled kernel for a small side ``k = min(m, n)``: Gram matrix of the
+                   small side, then repeated squaring with trace normalisation; yields a
+                   rigorous two-sided bracket of sigma_1 (``sigma`` is its midpoint).
+``"gram"``         batched Gram matrix of the small side + ``np.linalg.eigvalsh`` (LAPACK).
+``"lanczos"``      compiled Lanczos with full reorthogonalisation on the implicit Gram
+                   operator ``v -> A^T (A v)`` (one fused pass over the matrix per
+                   iteration), fixed start vector, stopped when the *residual* bound
+                   ``||B y - theta y||`` is below ``~2 rtol theta``.  Robust, but needs ~30-40%
+                   more iterations than ``"lanczos-gap"``.
+``"lanczos-gap"``  the same iteration stopped on the gap-refined bound ``r^2 / delta``
+                   (Kato-Temple / Parlett), plus one confirming step.  Fast.
+``"mixed"``        float64 input: ``"lanczos-gap"`` on a float32 copy (half the memory
+                   traffic; the arithmetic stays float64), then float64 Lanczos steps from
+                   the float32 Ritz vector until the float64 bound meets ``rtol`` (usually
+                   two steps).  float32 input: same as ``"lanczos-gap"``.
+``"auto"``         by shape and dtype: ``"tiny"`` for a small side (k <= 8, or up to 48 when a
+                   cost model says it beats Lanczos: elongated matrices), ``"mixed"`` for
+                   float64 with ``m n >= 512^2``, else ``"lanczos-gap"`` (see ``_choose``).
 
 Accuracy: for float64 input every fast path agrees with the float64 SVD to a relative
-``rtol`` (default 1e-12, never worse than ~1e-14 for ``"tiny"``), as tested on
->1000 random and adversarial matrices.  float32 input is converted exactly and processed in
-float64 arithmetic, so the result refers to the float32 matrix as given and meets the same
-relative tolerance against the float64 SVD of that matrix (no float32 rounding enters the
-computation; the float32 storage only halves the memory traffic).
+``rtol`` (default 1e-12; the round-off floor is ~1e-14), tested on >1000 random and
+adversarial matrices.  Known limitation of the gap-refined paths ("lanczos-gap", "mixed", so
+also "auto" for mid/large sizes): if sigma_1 and sigma_2 differ by a relative gap g smaller
+than about sqrt(rtol) and the rest of the spectrum is well separated, Lanczos may stop before
+it resolves the pair; ``sigma`` then lies between sigma_2 and sigma_1, so the error is at most
+g, while ``error_bound`` does not see it.  ``"tiny"``, ``"gram"`` and ``"lanczos"`` have no
+such blind spot (``"lanczos"``: see :class:`TopSingularValue`).
+
+float32 input is converted exactly and processed in float64 arithmetic: the stated tolerance
+is the same as for float64, *relative to the float64 SVD of the float32 matrix as given*
+(no float32 rounding enters the computation; float32 storage only halves the memory
+traffic).  float16 is converted exactly to float32; ints and bools to float64.
 """
 from __future__ import annotations
 
@@ -54,14 +68,19 @@ _U = 2.0 ** -53
 _SEED = 0x5EED5EED            # start vector of the Lanczos paths (fixed: deterministic output)
 _MAXIT = 1000                 # Lanczos iteration cap (the Krylov dimension is <= min(m, n) + 1)
 
-# ---- auto thresholds (measured on the development machine, 1 BLAS thread, see
-# benchmarks/bench_spectral.py) --------------------------------------------------------------
-# "tiny" costs ~ ell*k^2/2 (Gram) + ~6 squarings of k^3, "lanczos" ~ iterations * 2*ell*k.
-# The tiny kernel wins for square matrices up to k = 8 (8x8: 1.3 us vs 2.5 us) and for very
-# elongated ones up to larger k; the cost model below reproduces the measured crossovers.
+# ---- auto thresholds (measured on the development machine: AMD EPYC, 1 core, 1 BLAS
+# thread, CPU time; see benchmarks/bench_spectral.py) ------------------------------------------
+# Square k x k, time per matrix (tiny / lanczos-gap / gram+eigvalsh), rtol = 1e-10:
+#    6x6 0.8 / 1.8 / 2.4 us,   8x8 0.83 / 2.7 / 3.7 us,   16x16 3.8 / 7.6 / 11.6 us,
+#  24x24 9.2 / 11.7 / 19 us,  32x32 17 / 15.6 / 41 us,   48x48 62 / 26 / 74 us
+# -> crossover tiny/lanczos at k ~ 28 for square matrices.  Elongated (ell >> k): tiny costs
+# ~ ell k^2 / 2 for the Gram matrix, lanczos ~ 2 ell k per iteration, so tiny wins to larger k:
+# (10, 1000) 15 / 57 us, (48, 1000) 235 / 441 us, (64, 32) 22 / 21 us.  The cost model in
+# _choose reproduces these crossovers.  "gram" (LAPACK per matrix) never wins.
 _TINY_MAX_K = 48
-# Mixed precision pays once the float64 matrix no longer sits in cache:
-# measured per Lanczos pass 1024^2: f64 0.22 ms, f32 0.14 ms; 2048^2: 1.5 vs 0.6 ms.
+# Mixed precision pays once the float64 matrix no longer sits in cache.  Measured per fused
+# pass: 1024^2 f64 0.22 ms / f32 0.14 ms; 2048^2 1.2 / 0.6 ms; 4096^2 6.5 / 3.4 ms; whole
+# solve 1024^2: lanczos-gap 14.0 ms, mixed 10.1 ms; 128^2: 111 vs 116 us (no gain).
 _MIXED_MIN_ENTRIES = 512 * 512
 
 
@@ -84,24 +103,30 @@ class TopSingularValue:
           Gram matrix plus ``4 k u ||G||_2`` for the backward error of LAPACK's symmetric
           eigensolver (the eigensolver's constant is the usual modest-constant model, not a
           proved worst case), converted to sigma.
-        * ``"lanczos"`` / ``"mixed"``: residual bound for the Ritz value theta of the Gram
-          operator: ``err = min(r, r^2 / delta) + (m + n) u theta`` with ``r`` the residual
-          norm of the top Ritz pair, ``delta`` the Lanczos estimate of the gap between
-          sigma_1^2 and the rest of the spectrum and the last term a rounding allowance
-          (the usual, not the worst-case, error model for the matrix-vector products),
-          converted to sigma.  The linear part ``r`` rigorously bounds the distance from
-          ``sigma`` to *some* singular value; that it is the top one, and the gap-based
-          refinement, hold unless Lanczos has missed a singular value next to sigma_1: the
-          start vector (nearly) orthogonal to the top singular vector, or singular values
-          closer to sigma_1 than the Krylov space resolves.  In the latter case the error is
-          still at most ``error_bound`` plus the width of the unresolved cluster, and since a
-          Ritz value never exceeds sigma_1, ``sigma <= sigma_1 + (m + n) u sigma`` always.
+        * ``"lanczos"``: ``err = r + (m + n) u theta`` for the top Ritz value theta of the
+          Gram operator B (``sigma = sqrt(theta)``), ``r = ||B y - theta y||`` the residual
+          norm of its Ritz vector and the last term a rounding allowance for the matrix-vector
+          products (usual error model, not the worst case), converted to sigma.  It certifies
+          that *some* singular value lies within ``error_bound`` of ``sigma``; that this is
+          sigma_1 holds unless the start vector is (nearly) orthogonal to the top singular
+          vector(s).  Since a Ritz value never exceeds sigma_1, ``sigma <= sigma_1`` (up to
+          the rounding allowance) always.
+        * ``"lanczos-gap"`` / ``"mixed"``: ``err = min(r, r^2 / delta) + (m + n) u theta``
+          with ``delta = theta - theta_2 - r_2`` the Lanczos estimate of the distance from
+          theta to the rest of the spectrum (theta_2, r_2: second Ritz value and its
+          residual; for "mixed" also the float32 stage's estimate, widened by the rigorous
+          Weyl bound ``(2 sigma + ||E||_F) ||E||_F`` of the float32 rounding E).  The
+          refinement ``r^2 / delta`` (Kato-Temple) is valid when no singular value other
+          than the ones Lanczos has found lies within delta: it fails for a cluster at the
+          top that the Krylov space has not resolved (relative width below ~sqrt(rtol));
+          then the error is at most ``error_bound`` plus the cluster's width.
         * ``"svd"``: nominal LAPACK bound ``(m + n) u sigma``.
     method : str
         The path that produced the result.
     iterations : (N,) int64
-        Squaring steps (``"tiny"``), Lanczos iterations (``"lanczos"``; for ``"mixed"`` the
-        float32 stage plus the float64 stage), 0 for ``"svd"``/``"gram"``.
+        Squaring steps (``"tiny"``), Lanczos iterations = passes over the matrix (Lanczos
+        paths; for ``"mixed"`` the float32 stage plus the float64 stage), 0 for
+        ``"svd"``/``"gram"``.
     """
 
     sigma: np.ndarray
@@ -291,13 +316,14 @@ def largest_singular_value(a, *, method: str = "auto", rtol: float = 1e-12) -> T
         Real matrices: float64 or float32 (kept), float16 (converted exactly to float32),
         integers and bools (converted to float64).  Every matrix must be finite and not
         all zero (``A/||A||_2`` would be undefined).
-    method : {"auto", "svd", "tiny", "gram", "lanczos", "mixed"}
+    method : {"auto", "svd", "tiny", "gram", "lanczos", "lanczos-gap", "mixed"}
         Path to use; "auto" picks by shape and dtype.  See the module docstring.
     rtol : float in (0, 1)
-        Target relative accuracy of the iterative paths ("tiny", "lanczos", "mixed"): they
-        stop once ``error_bound <= rtol * sigma`` (or at round-off level if rtol is below it,
-        in which case the returned ``error_bound`` may exceed ``rtol * sigma``; it is always
-        reported honestly).  "svd" and "gram" ignore it.
+        Target relative accuracy of the iterative paths ("tiny" and the Lanczos paths): they
+        stop once ``error_bound <= rtol * sigma`` (or at the round-off floor, ~1e-14, if rtol
+        is below it; the Lanczos paths also stop after 1000 iterations: the returned
+        ``error_bound`` may then exceed ``rtol * sigma``; it is always reported honestly).
+        "svd" and "gram" ignore it.
 
     Returns
     -------
