@@ -32,8 +32,9 @@ Paths (``method=``)
                    the float32 Ritz vector until the float64 bound meets ``rtol`` (usually
                    two steps).  float32 input: same as ``"lanczos-gap"``.
 ``"auto"``         by shape and dtype: ``"tiny"`` for a small side (k <= 8, or up to 48 when a
-                   cost model says it beats Lanczos: elongated matrices), ``"mixed"`` for
-                   float64 with ``m n >= 512^2``, else ``"lanczos-gap"`` (see ``_choose``).
+                   cost model says it beats Lanczos: up to ~28 for square matrices, more for
+                   elongated ones), ``"mixed"`` for float64 with ``m n >= 300^2``, else
+                   ``"lanczos-gap"`` (see ``_choose``; measured crossovers noted there).
 
 Accuracy: for float64 input every fast path agrees with the float64 SVD to a relative
 ``rtol`` (default 1e-12; the round-off floor is ~1e-14), tested on >1000 random and
@@ -78,10 +79,11 @@ _MAXIT = 1000                 # Lanczos iteration cap (the Krylov dimension is <
 # (10, 1000) 15 / 57 us, (48, 1000) 235 / 441 us, (64, 32) 22 / 21 us.  The cost model in
 # _choose reproduces these crossovers.  "gram" (LAPACK per matrix) never wins.
 _TINY_MAX_K = 48
-# Mixed precision pays once the float64 matrix no longer sits in cache.  Measured per fused
-# pass: 1024^2 f64 0.22 ms / f32 0.14 ms; 2048^2 1.2 / 0.6 ms; 4096^2 6.5 / 3.4 ms; whole
-# solve 1024^2: lanczos-gap 14.0 ms, mixed 10.1 ms; 128^2: 111 vs 116 us (no gain).
-_MIXED_MIN_ENTRIES = 512 * 512
+# Mixed precision pays once the float64 matrix no longer sits in the 1 MB L2 cache.  Measured
+# per fused pass: 1024^2 f64 0.22 ms / f32 0.14 ms; 2048^2 1.2 / 0.6 ms; 4096^2 6.5 / 3.4 ms.
+# Whole solve (lanczos-gap / mixed): 192^2 236 / 243 us, 256^2 416 / 422 us,
+# 384^2 1164 / 1066 us, 512^2 2350 / 1862 us, 1024^2 12.3 / 9.8 ms -> crossover ~300^2.
+_MIXED_MIN_ENTRIES = 300 * 300
 
 
 @dataclass(frozen=True)
