@@ -52,7 +52,6 @@ traffic).  float16 is converted exactly to float32; ints and bools to float64.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
