@@ -10,7 +10,7 @@ from sntheory.spectral import (TopSingularValue, largest_singular_value,
                                largest_singular_value_svd, stable_rank)
 
 U = 2.0 ** -53
-FAST = ("tiny", "gram", "lanczos", "lanczos-gap", "mixed", "auto")
+FAST = ("tiny", "gram", "lanczos", "lanczos-gap", "mixed", "auto", "fast")
 CERTIFIED = ("tiny", "gram")     # bound on |sigma - sigma_1| without any assumption
 RESIDUAL = ("lanczos",)         # bound on the distance to the nearest singular value
 ACC = 1e-9                      # required relative accuracy against the SVD
@@ -202,10 +202,12 @@ def test_near_degenerate_pairs(shape):
         a = with_singular_values(rng, m, n, np.r_[1 + g, 1.0, np.linspace(0.9, 0.1, k - 2)], 4)
         s = svd_all(a)
         s1 = s[:, 0]
-        for method in ("tiny", "lanczos", "lanczos-gap", "mixed"):
+        for method in ("tiny", "lanczos", "lanczos-gap", "mixed", "auto", "fast"):
             res = largest_singular_value(a, method=method, rtol=RTOL)
             err = np.abs(res.sigma - s1)
-            if method == "tiny":
+            if method == "auto":  # safe whatever the gap
+                assert np.all(err <= ACC * s1), (method, g, err / s1)
+            elif method == "tiny":
                 assert np.all(err <= ACC * s1), (method, g, err / s1)
                 assert np.all(err <= res.error_bound + slack(a, s1)), (method, g)
             elif method == "lanczos":
@@ -238,20 +240,26 @@ def test_larger_matrices_mixed_and_lanczos():
             assert np.all(res.error_bound <= ACC * s1), (shape, method)
 
 
-def test_auto_choices():
+def test_auto_and_fast_choices():
+    from functools import partial
     from sntheory.spectral import _choose
     f64 = np.dtype(np.float64)
-    assert _choose((8, 8), f64) == "tiny"
-    assert _choose((1, 1000), f64) == "tiny"
-    assert _choose((3, 200), f64) == "tiny"
-    assert _choose((128, 128), f64) == "lanczos-gap"
-    assert _choose((256, 256), f64) == "lanczos-gap"
-    assert _choose((300, 300), f64) == "mixed"
-    assert _choose((24, 24), f64) == "tiny"
-    assert _choose((48, 48), f64) == "lanczos-gap"
-    assert _choose((1024, 1024), f64) == "mixed"
-    assert _choose((1024, 1024), np.dtype(np.float32)) == "lanczos-gap"
-    assert _choose((4096, 1024), f64) == "mixed"
+    for choose in (_choose, partial(_choose, fast=True)):
+        assert choose((8, 8), f64) == "tiny"
+        assert choose((1, 1000), f64) == "tiny"
+        assert choose((3, 200), f64) == "tiny"
+        assert choose((24, 24), f64) == "tiny"
+    fast = partial(_choose, fast=True)
+    assert fast((128, 128), f64) == "lanczos-gap"
+    assert fast((256, 256), f64) == "lanczos-gap"
+    assert fast((300, 300), f64) == "mixed"
+    assert fast((48, 48), f64) == "lanczos-gap"
+    assert fast((1024, 1024), f64) == "mixed"
+    assert fast((1024, 1024), np.dtype(np.float32)) == "lanczos-gap"
+    assert fast((4096, 1024), f64) == "mixed"
+    # "auto" never takes a gap-refined path
+    for shape in [(48, 48), (128, 128), (300, 300), (1024, 1024), (4096, 1024)]:
+        assert _choose(shape, f64) == "lanczos"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
