@@ -51,7 +51,7 @@ def plot_thm2(records: Sequence[dict], path: str | Path, title: str | None = Non
                       ms=12, linestyle="none")
     left.axhline(1.0, color="crimson", lw=1.5, label="upper bound: Var <= 1/max{m,n}")
     left.axhline(3 / 13, color="navy", lw=1.2, ls="--",
-                 label="reference lower bound: L_hat <= 13/3")
+                 label="reference lower bound: max*Var >= 3/13 (L_hat <= 13/3)")
     left.plot([], [], marker="_", color="0.4", ms=12, linestyle="none",
               label="explicit Gaussian lower bound (per case)")
     right.axhline(1.0, color="darkgreen", lw=1.5, label="Bai-Yin limit: 1")
