@@ -17,6 +17,11 @@ Design
 * Stopping rule: stop at the first block where ``n >= min_samples`` and the ``level`` CI half-width of
   the case's primary estimate is ``<= precision * |estimate|``, or when ``n >= max_samples``
   (recorded as ``precision_reached = False``).
+* Caveat (measured in ``tests/test_statistics_slow.py``): because the rule looks at the estimate it
+  stops on, the final estimate is very slightly biased away from 0 at loose precisions. At
+  precision 0.2 the one-sided tail rate at ``alpha/200`` is ~1.7x nominal, at 0.05 ~1.06x; at the
+  default 0.005 the effect is negligible. Coverage of the 95% CI: 0.935 (normal) and 0.948
+  (exponential) over 400 seeds.
 * Finished blocks and cases go to an optional :class:`ResultStore`, so a killed sweep resumes without
   recomputing finished cases and with at most the in-flight blocks lost.
 """
