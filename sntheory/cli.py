@@ -113,7 +113,7 @@ def format_thm2_table(result: dict) -> str:
         text = ("L_hat <= 13/3 in every in-hypothesis case" if bounded else
                 "L_hat not shown <= 13/3 in every in-hypothesis case" if bounded is False else
                 "lower bound outside its hypotheses for this law")
-        slope = s["log_L_hat_vs_log_max_slope"]
+        slope = s["log_L_hat_vs_log_size_slope"]
         lines.append(f"{law:<34} max L_hat = {_fmt(s['max_L_hat'], 4)} at {s['max_L_hat_shape']}"
                      f"; slope of log L_hat vs log max{{m,n}} = "
                      f"{'n/a' if slope is None else f'{slope:.3f}'}; {text}")

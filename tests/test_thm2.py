@@ -90,7 +90,7 @@ def test_cauchy_L_hat_grows_with_size():
     for small, large in zip(l_hat, l_hat[1:]):
         assert large["ci_low"] > small["ci_high"], l_hat
     law = out["summary"]["laws"]["cauchy / sn"]
-    assert law["log_L_hat_vs_log_max_slope"] > 0.3
+    assert law["log_L_hat_vs_log_size_slope"] > 0.3
 
 
 def test_broken_normalizer_is_caught_as_violated():

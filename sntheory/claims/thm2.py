@@ -37,22 +37,23 @@ caught as VIOLATED.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-import time
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from .._validation import require_positive_int
-from ..monte_carlo.engine import CaseResult, StoppingRule, Task, run_tasks
+from ..monte_carlo.engine import StoppingRule, Task
+from ..monte_carlo.estimators import Estimate, Moments, mean_estimate
 from ..monte_carlo.store import ResultStore
+from ..monte_carlo.verdicts import BoundCheck
 from ..provenance import provenance
-from ..monte_carlo.estimators import Estimate, Moments, delta_estimate, mean_estimate
-from ..monte_carlo.verdicts import BoundCheck, Verdict, assign_verdicts
 from ..random_weights import parse_distribution
 from ..spectral import largest_singular_value
-from .base import case_verdict, parse_shapes
+from .base import (assign_sweep_verdicts, parse_shapes, run_sweep, summarize_L_hat,
+                   variance_estimate)
 
 __all__ = ["CLAIM", "L_REF", "Thm2Case", "make_tasks", "sample_block", "build_record",
            "finalize_sweep", "default_sweep", "parse_normalizer", "DEFAULT_SHAPES",
@@ -168,24 +169,11 @@ class Thm2Case:
 
 
 def _variance(moments: Moments, symmetric: bool) -> Estimate:
-    if symmetric:
-        return mean_estimate(moments, 0)
-    return delta_estimate(moments, lambda mu: mu[0] - mu[1] ** 2,
-                          lambda mu: np.array([1.0, -2.0 * mu[1]]))
+    return variance_estimate(moments, symmetric)
 
 
 def _primary_for(symmetric: bool):
-    if symmetric:
-        return _primary_symmetric
-    return _primary_general
-
-
-def _primary_symmetric(moments: Moments) -> Estimate:
-    return _variance(moments, True)
-
-
-def _primary_general(moments: Moments) -> Estimate:
-    return _variance(moments, False)
+    return functools.partial(variance_estimate, symmetric=symmetric)
 
 
 def make_tasks(cases: Iterable[Thm2Case], *, allow_outside_hypotheses: bool = False,
@@ -306,52 +294,10 @@ def finalize_sweep(records: Sequence[dict], alpha: float = 0.05) -> dict:
 
     Returns ``{"records": [...], "summary": {...}}``; each record gains ``checks`` and ``verdict``.
     """
-    all_checks: list[BoundCheck] = []
-    per_record = []
-    for record in records:
-        checks = _checks_for(record)
-        per_record.append(checks)
-        all_checks.extend(checks)
-    assign_verdicts(all_checks, alpha=alpha)
-    out = []
-    for record, checks in zip(records, per_record):
-        rec = dict(record)
-        rec["checks"] = [c.to_json() for c in checks]
-        rec["verdict"] = str(case_verdict(checks))
-        out.append(rec)
-    return {"records": out, "summary": _summary(out, alpha, len(all_checks))}
-
-
-def _summary(records: Sequence[dict], alpha: float, n_checks: int) -> dict:
-    by_law: dict[str, list[dict]] = {}
-    for r in records:
-        by_law.setdefault(f'{r["params"]["dist"]} / {r["params"]["normalizer"]}', []).append(r)
-    laws = {}
-    for law, rows in by_law.items():
-        worst = max(rows, key=lambda r: r["L_hat"]["estimate"])
-        big = np.array([max(r["params"]["m"], r["params"]["n"]) for r in rows], dtype=float)
-        l_hat = np.array([r["L_hat"]["estimate"] for r in rows])
-        slope = None
-        if len(rows) >= 3 and np.ptp(np.log(big)) > 0 and np.all(np.isfinite(l_hat)):
-            slope = float(np.polyfit(np.log(big), np.log(l_hat), 1)[0])
-        lref = [c for r in rows for c in r["checks"] if c["name"] == "L-ref"]
-        in_hyp = [c for c in lref if c["in_hypotheses"]]
-        laws[law] = {
-            "cases": len(rows),
-            "max_L_hat": worst["L_hat"]["estimate"],
-            "max_L_hat_ci_high": worst["L_hat"]["ci_high"],
-            "max_L_hat_shape": f'{worst["params"]["m"]}x{worst["params"]["n"]}',
-            "log_L_hat_vs_log_max_slope": slope,
-            "L_hat_bounded_by_L_ref": (all(c["verdict"] == "HOLDS" for c in in_hyp)
-                                       if in_hyp else None),
-            "L_ref_exceeded_outside_hypotheses": sum(c["observed"] == "bound-fails"
-                                                     for c in lref if not c["in_hypotheses"]),
-            "verdicts": {v.value: sum(r["verdict"] == v.value for r in rows) for v in Verdict},
-        }
-    return {"alpha_familywise": alpha, "n_checks": n_checks,
-            "multiple_testing": "Holm step-down over all in-hypothesis checks of the sweep",
-            "laws": laws,
-            "any_violated": any(r["verdict"] == "VIOLATED" for r in records)}
+    out, n_checks = assign_sweep_verdicts(records, _checks_for, alpha)
+    summary = summarize_L_hat(out, lambda p: max(p["m"], p["n"]),
+                              lambda p: f'{p["m"]}x{p["n"]}', alpha, n_checks)
+    return {"records": out, "summary": summary}
 
 
 def default_sweep(normalizer: str = "sn", controls: bool = True,
@@ -383,24 +329,7 @@ def run(cases: Sequence[Thm2Case], *, seed: int = 0, rule: StoppingRule | None =
     """Run a T2 sweep: Monte Carlo per case, Holm verdicts, summary and provenance (JSON-able)."""
     rule = rule or StoppingRule()
     tasks = make_tasks(cases, allow_outside_hypotheses=allow_outside_hypotheses, rule=rule)
-    started = time.perf_counter()
-
-    def save(result: CaseResult) -> None:
-        result.record = build_record(result.task, result.moments, n_blocks=result.n_blocks,
-                                     precision_reached=result.precision_reached,
-                                     wall_s=result.wall_s, seed=seed, rule=rule)
-        if store is not None:
-            store.save_case(result.key, result.record)
-
-    results = run_tasks(tasks, seed=seed, rule=rule, store=store, workers=workers,
-                        executor=executor, progress=progress, on_case_done=save)
-    records = [r.record for r in results]
-    out = finalize_sweep(records, alpha=alpha)
-    config = {"claim": CLAIM, "claim_version": CLAIM_VERSION, "precision": rule.precision,
-              "level": rule.level, "min_samples": rule.min_samples,
-              "max_samples": rule.max_samples, "alpha": alpha, "workers": workers,
-              "cases": [c["params"] for c in records]}
-    out["provenance"] = provenance(seed=seed, config=config)
-    out["wall_s"] = time.perf_counter() - started
-    out["resumed_cases"] = sum(r.resumed for r in results)
-    return out
+    return run_sweep(claim=CLAIM, claim_version=CLAIM_VERSION, tasks=tasks,
+                     build_record=build_record, finalize=finalize_sweep, seed=seed, rule=rule,
+                     store=store, workers=workers, alpha=alpha, progress=progress,
+                     executor=executor)
