@@ -1,4 +1,4 @@
-"""Command-line interface: ``sntheory check thm2 ...``.
+"""Command-line interface: ``sntheory check thm2|thm3 ...``.
 
 Exit codes: 0 when no in-hypothesis check is VIOLATED, 1 when one is, 2 for bad arguments.
 """
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -63,88 +62,95 @@ def build_parser() -> argparse.ArgumentParser:
     thm2.add_argument("--allow-outside-hypotheses", action="store_true",
                       help="run shapes with m or n below 2 (reported as outside the hypotheses)")
     _add_common(thm2)
+    thm3 = claims.add_parser(
+        "thm3", help="Theorem 3: variance of bidirectionally normalised (BSN) conv kernels",
+        description="Theorem 3: Var of w/((||w^||+||w^'||)/2) against 4/(k (sqrt c_in + "
+                    "sqrt c_out)^2), the explicit Gaussian lower bound and L_hat = 1/((fan_in + "
+                    "fan_out) Var), with SNw on the same kernels. Without --kernels/--dist runs "
+                    "the default sweep (24 kernel shapes, Gaussian and uniform, plus controls).")
+    thm3.add_argument("--kernels", help="comma-separated c_out x c_in x kh x kw list, e.g. "
+                                        "64x64x3x3,16x32x5x5")
+    thm3.add_argument("--dist", help="comma-separated laws (as for thm2)")
+    thm3.add_argument("--no-controls", action="store_true",
+                      help="default sweep without the heavy-tailed/non-symmetric controls")
+    _add_common(thm3)
     return parser
 
 
-def _fmt(x: float, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "inf"
-    return f"{x:.{digits}g}"
-
-
-def _short(check: dict) -> str:
-    v = check["verdict"]
-    if v == "OUTSIDE-HYPOTHESES":
-        return {"bound-fails": "out:fails", "bound-holds": "out:holds"}.get(check["observed"],
-                                                                           "out:?")
-    return {"HOLDS": "holds", "VIOLATED": "VIOLATED", "INCONCLUSIVE": "inconcl."}[v]
-
-
 def format_thm2_table(result: dict) -> str:
-    prov = result["provenance"]["config"]
-    summary = result["summary"]
-    lines = [
-        f"Theorem 2: Var(a_bar) of A/||A||_sp, entries i.i.d.  seed={result['provenance']['seed']}"
-        f"  precision={prov['precision']:g} (95% CI half-width, relative)",
-        f"verdicts: Holm step-down, family-wise alpha={summary['alpha_familywise']:g} over "
-        f"{summary['n_checks']} checks; out:fails = bound fails where its hypotheses do not hold",
-        "",
-    ]
-    header = (f"{'shape':>10} {'law':<24} {'n':>7} {'Var [95% CI]':<32} {'1/max':>9} "
-              f"{'L_hat [95% CI]':<22} {'BaiYin':>7} {'upper':>9} {'gauss-lb':>9} {'L-ref':>9} "
-              f"{'verdict':<12}")
-    lines += [header, "-" * len(header)]
-    for r in result["records"]:
+    from .report.tables import fmt, format_claim_table, interval
+
+    def law(r):
         p = r["params"]
-        checks = {c["name"]: c for c in r["checks"]}
-        law = p["dist"] + ("" if p["normalizer"] == "sn" else f" [{p['normalizer']}]")
-        var = f"{_fmt(r['estimate'], 5)} [{_fmt(r['ci_low'], 5)}, {_fmt(r['ci_high'], 5)}]"
-        lh = r["L_hat"]
-        lhat = f"{_fmt(lh['estimate'], 3)} [{_fmt(lh['ci_low'], 3)}, {_fmt(lh['ci_high'], 3)}]"
-        flag = "" if r["precision_reached"] else " (imprecise)"
-        lines.append(
-            f"{p['m']:>4}x{p['n']:<5} {law:<24} {r['n_samples']:>7} {var:<32} "
-            f"{_fmt(r['bounds']['upper_1_over_max'], 4):>9} {lhat:<22} "
-            f"{_fmt(r['bai_yin_ratio']['estimate'], 3):>7} {_short(checks['upper']):>9} "
-            f"{_short(checks['gauss-lb']):>9} {_short(checks['L-ref']):>9} {r['verdict']:<12}{flag}")
-    lines.append("")
-    for law, s in summary["laws"].items():
-        bounded = s["L_hat_bounded_by_L_ref"]
-        text = ("L_hat <= 13/3 in every in-hypothesis case" if bounded else
-                "L_hat not shown <= 13/3 in every in-hypothesis case" if bounded is False else
-                "lower bound outside its hypotheses for this law")
-        slope = s["log_L_hat_vs_log_size_slope"]
-        lines.append(f"{law:<34} max L_hat = {_fmt(s['max_L_hat'], 4)} at {s['max_L_hat_shape']}"
-                     f"; slope of log L_hat vs log max{{m,n}} = "
-                     f"{'n/a' if slope is None else f'{slope:.3f}'}; {text}")
-    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
-    for r in result["records"]:
-        for c in r["checks"]:
-            if not c["in_hypotheses"]:
-                groups.setdefault((r["params"]["dist"], c["name"]), []).append((r, c))
-    fails = {k: v for k, v in groups.items() if any(c["observed"] == "bound-fails" for _, c in v)}
-    if fails:
-        lines += ["", "Negative controls: bounds outside their hypotheses (not violations of the "
-                      "theorem):"]
-        for (dist, name), rows in fails.items():
-            failing = [(r, c) for r, c in rows if c["observed"] == "bound-fails"]
-            r, c = max(failing, key=lambda rc: abs(rc[1]["slack"]) / rc[1]["bound"])
-            lines.append(f"  {dist}: {c['statement']} fails in {len(failing)}/{len(rows)} "
-                         f"shape(s), worst {r['params']['m']}x{r['params']['n']} "
-                         f"(Var {_fmt(c['estimate'], 4)} vs bound {_fmt(c['bound'], 4)}, "
-                         f"L_hat {_fmt(r['L_hat']['estimate'], 3)}) - {c['hypothesis_note']}")
-    violated = [r for r in result["records"] if r["verdict"] == "VIOLATED"]
-    lines += ["", f"{len(violated)} case(s) VIOLATED; "
-                  f"{sum(r['verdict'] == 'INCONCLUSIVE' for r in result['records'])} INCONCLUSIVE; "
-                  f"{sum(r['verdict'] == 'HOLDS' for r in result['records'])} HOLDS; "
-                  f"wall time {result['wall_s']:.1f} s"
-                  + (f" ({result['resumed_cases']} case(s) resumed from the store)"
-                     if result["resumed_cases"] else "")]
-    return "\n".join(lines)
+        return p["dist"] + ("" if p["normalizer"] == "sn" else f" [{p['normalizer']}]")
+
+    columns = [
+        ("shape", 10, lambda r: f"{r['params']['m']}x{r['params']['n']}"),
+        ("law", -24, law),
+        ("n", 7, lambda r: str(r["n_samples"])),
+        ("Var [95% CI]", -32, lambda r: interval(r["estimate"], r["ci_low"], r["ci_high"], 5)),
+        ("1/max", 9, lambda r: fmt(r["bounds"]["upper_1_over_max"])),
+        ("L_hat [95% CI]", -22, lambda r: interval(r["L_hat"]["estimate"], r["L_hat"]["ci_low"],
+                                                   r["L_hat"]["ci_high"], 3)),
+        ("BaiYin", 7, lambda r: fmt(r["bai_yin_ratio"]["estimate"], 3)),
+    ]
+    return format_claim_table(
+        result, title="Theorem 2: Var(a_bar) of A/||A||_sp, entries i.i.d.", columns=columns,
+        check_names=("upper", "gauss-lb", "L-ref"),
+        label=lambda p: f"{p['m']}x{p['n']}", l_ref_text="13/3", size_text="max{m,n}")
 
 
-def _run_thm2(args: argparse.Namespace) -> int:
+def format_thm3_table(result: dict) -> str:
+    from .report.tables import fmt, format_claim_table, interval
+
+    p_ = lambda r: r["params"]  # noqa: E731
+    columns = [
+        ("kernel", 13, lambda r: f"{p_(r)['c_out']}x{p_(r)['c_in']}x{p_(r)['kh']}x{p_(r)['kw']}"),
+        ("law", -15, lambda r: p_(r)["dist"]),
+        ("n", 7, lambda r: str(r["n_samples"])),
+        ("Var_BSN [95% CI]", -34, lambda r: interval(r["estimate"], r["ci_low"], r["ci_high"], 5)),
+        ("upper", 9, lambda r: fmt(r["bounds"]["upper"])),
+        ("2/F", 9, lambda r: fmt(r["bounds"]["xavier_2_over_fan_sum"])),
+        ("L_hat [95% CI]", -22, lambda r: interval(r["L_hat"]["estimate"], r["L_hat"]["ci_low"],
+                                                   r["L_hat"]["ci_high"], 3)),
+        ("Var_SNw", 10, lambda r: fmt(r["snw"]["estimate"])),
+    ]
+    return format_claim_table(
+        result, title="Theorem 3: Var(w_bar) of w/((||w^||+||w^'||)/2) (BSN), entries i.i.d.",
+        columns=columns, check_names=("upper", "gauss-lb", "L-ref", "snw-upper"),
+        label=lambda p: f"{p['c_out']}x{p['c_in']}x{p['kh']}x{p['kw']}", l_ref_text="13/6",
+        size_text="fan_in+fan_out")
+
+
+def _thm2_cases(args: argparse.Namespace):
     from .claims import thm2
+    if args.shapes is None and args.dist is None:
+        cases = thm2.default_sweep(args.normalizer, controls=not args.no_controls,
+                                   control_precision=max(args.precision, thm2.CONTROL_PRECISION))
+    else:
+        cases = thm2.cases_from_grid(
+            args.shapes if args.shapes is not None else "8x8,64x32,3x200",
+            args.dist if args.dist is not None else "gaussian,uniform", args.normalizer)
+    thm2.make_tasks(cases, allow_outside_hypotheses=args.allow_outside_hypotheses)
+    return cases
+
+
+def _thm3_cases(args: argparse.Namespace):
+    from .claims import thm3
+    if args.kernels is None and args.dist is None:
+        cases = thm3.default_sweep(controls=not args.no_controls,
+                                   control_precision=max(args.precision, thm3.CONTROL_PRECISION))
+    else:
+        cases = thm3.cases_from_grid(
+            args.kernels if args.kernels is not None else "64x64x3x3,64x32x4x4,16x16x5x5",
+            args.dist if args.dist is not None else "gaussian,uniform")
+    thm3.make_tasks(cases)
+    return cases
+
+
+def _run_variance_claim(args: argparse.Namespace) -> int:
+    """``check thm2`` / ``check thm3``: validate, run (resumable), print, write JSON and figure."""
+    from .claims import thm2, thm3
     from .monte_carlo import ResultStore, StoppingRule
 
     try:  # validate every argument before any work starts; errors here are the user's
@@ -154,32 +160,32 @@ def _run_thm2(args: argparse.Namespace) -> int:
             raise ValueError(f"`--alpha` must be in (0, 1), got {args.alpha!r}")
         if args.workers < 1:
             raise ValueError(f"`--workers` must be an integer >= 1, got {args.workers!r}")
-        if args.shapes is None and args.dist is None:
-            cases = thm2.default_sweep(args.normalizer, controls=not args.no_controls,
-                                       control_precision=max(args.precision,
-                                                             thm2.CONTROL_PRECISION))
-        else:
-            cases = thm2.cases_from_grid(
-                args.shapes if args.shapes is not None else "8x8,64x32,3x200",
-                args.dist if args.dist is not None else "gaussian,uniform", args.normalizer)
-        thm2.make_tasks(cases, allow_outside_hypotheses=args.allow_outside_hypotheses)
+        cases = _thm2_cases(args) if args.claim == "thm2" else _thm3_cases(args)
     except (ValueError, TypeError) as error:
         print(f"sntheory: error: {error}", file=sys.stderr)
         return 2
     store = None if args.no_store else ResultStore(args.store)
-    result = thm2.run(cases, seed=args.seed, rule=rule, store=store, workers=args.workers,
-                      alpha=args.alpha, allow_outside_hypotheses=args.allow_outside_hypotheses,
-                      progress=not args.quiet)
-    print(format_thm2_table(result))
+    common = dict(seed=args.seed, rule=rule, store=store, workers=args.workers,
+                  alpha=args.alpha, progress=not args.quiet)
+    if args.claim == "thm2":
+        result = thm2.run(cases, allow_outside_hypotheses=args.allow_outside_hypotheses, **common)
+        print(format_thm2_table(result))
+    else:
+        result = thm3.run(cases, **common)
+        print(format_thm3_table(result))
     if args.json:
         from .monte_carlo import atomic_write_text
         atomic_write_text(Path(args.json), json.dumps(result, indent=1, sort_keys=True))
         print(f"records written to {args.json}")
     if args.plot:
-        from .report.thm2_figure import plot_thm2
-        plot_thm2(result["records"], args.plot,
-                  title=f"sntheory check thm2, seed {args.seed}, commit "
-                        f"{result['provenance']['git_commit'][:12]}")
+        title = (f"sntheory check {args.claim}, seed {args.seed}, commit "
+                 f"{result['provenance']['git_commit'][:12]}")
+        if args.claim == "thm2":
+            from .report.thm2_figure import plot_thm2
+            plot_thm2(result["records"], args.plot, title=title)
+        else:
+            from .report.thm3_figure import plot_thm3
+            plot_thm3(result["records"], args.plot, title=title)
         print(f"figure written to {args.plot}")
     return 1 if result["summary"]["any_violated"] else 0
 
@@ -192,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "check" and args.claim is None:
         parser.parse_args(["check", "--help"])
-    if args.command == "check" and args.claim == "thm2":
-        return _run_thm2(args)
+    if args.command == "check" and args.claim in ("thm2", "thm3"):
+        return _run_variance_claim(args)
     parser.error(f"unknown command {args.command!r}")
     return 2
 
