@@ -1,6 +1,8 @@
 """Pieces every claim shares: shape parsing, the case verdict, and sweep-level records."""
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 import time
 from typing import Callable, Iterable, Sequence
@@ -14,7 +16,7 @@ from ..monte_carlo.verdicts import BoundCheck, Verdict, assign_verdicts
 from ..provenance import provenance
 
 __all__ = ["parse_shapes", "case_verdict", "variance_estimate", "assign_sweep_verdicts",
-           "summarize_L_hat", "run_sweep"]
+           "summarize_L_hat", "run_sweep", "case_record", "l_hat"]
 
 _SHAPE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
@@ -170,3 +172,30 @@ def run_sweep(*, claim: str, claim_version: int, tasks: Sequence[Task],
     out["wall_s"] = time.perf_counter() - started
     out["resumed_cases"] = sum(r.resumed for r in results)
     return out
+
+
+def case_record(claim: str, task: Task, moments: Moments, *, n_blocks: int,
+                precision_reached: bool, wall_s: float, seed: int, rule: StoppingRule,
+                var: Estimate, spectral_rtol: float) -> dict:
+    """The fields every variance claim's case record shares: identity, provenance of the run
+    that computed it, sampling counts, the raw moments and the variance estimate with its CI."""
+    low, high = var.ci(0.95)
+    return {
+        "claim": claim, "key": task.result_key(seed, rule), "params": task.params, "seed": seed,
+        "provenance": provenance(seed=seed, config={
+            "params": task.params, "block_size": task.block_size, "sampler": task.sampler,
+            "spectral_rtol": spectral_rtol,
+            "stopping_rule": dataclasses.asdict(task.rule or rule)}),
+        "n_samples": moments.count, "n_blocks": n_blocks, "block_size": task.block_size,
+        "precision_reached": precision_reached, "wall_s": wall_s,
+        "moments": moments.to_json(),
+        "estimate": var.value, "se": var.se, "ci_low": low, "ci_high": high,
+    }
+
+
+def l_hat(record: dict, scale: float) -> dict:
+    """``L_hat = 1 / (scale Var)`` with the interval mapped from the variance's CI."""
+    def inv(v):
+        return 1 / (scale * v) if v > 0 else math.inf
+    return {"estimate": inv(record["estimate"]), "ci_low": inv(record["ci_high"]),
+            "ci_high": inv(record["ci_low"])}

@@ -49,11 +49,10 @@ from ..monte_carlo.engine import StoppingRule, Task
 from ..monte_carlo.estimators import Estimate, Moments, mean_estimate
 from ..monte_carlo.store import ResultStore
 from ..monte_carlo.verdicts import BoundCheck
-from ..provenance import provenance
 from ..random_weights import parse_distribution
 from ..spectral import largest_singular_value
-from .base import (assign_sweep_verdicts, parse_shapes, run_sweep, summarize_L_hat,
-                   variance_estimate)
+from .base import (assign_sweep_verdicts, case_record, l_hat, parse_shapes, run_sweep,
+                   summarize_L_hat, variance_estimate)
 
 __all__ = ["CLAIM", "L_REF", "Thm2Case", "make_tasks", "sample_block", "build_record",
            "finalize_sweep", "default_sweep", "parse_normalizer", "DEFAULT_SHAPES",
@@ -242,19 +241,12 @@ def build_record(task: Task, moments: Moments, *, n_blocks: int, precision_reach
     mean_entry = mean_estimate(moments, 1)
     big = max(m, n)
     by_scale = (math.sqrt(m) + math.sqrt(n)) ** 2
-    low, high = var.ci(0.95)
-    l_hat = 1 / (big * var.value) if var.value > 0 else math.inf
-    l_ci = (1 / (big * high) if high > 0 else math.inf, 1 / (big * low) if low > 0 else math.inf)
+    record = case_record(CLAIM, task, moments, n_blocks=n_blocks,
+                         precision_reached=precision_reached, wall_s=wall_s, seed=seed,
+                         rule=rule, var=var, spectral_rtol=SPECTRAL_RTOL)
+    low, high = record["ci_low"], record["ci_high"]
     return {
-        "claim": CLAIM, "key": task.result_key(seed, rule), "params": p, "seed": seed,
-        "provenance": provenance(seed=seed, config={
-            "params": p, "block_size": task.block_size, "sampler": task.sampler,
-            "spectral_rtol": SPECTRAL_RTOL,
-            "stopping_rule": dataclasses.asdict(task.rule or rule)}),
-        "n_samples": moments.count, "n_blocks": n_blocks, "block_size": task.block_size,
-        "precision_reached": precision_reached, "wall_s": wall_s,
-        "moments": moments.to_json(),
-        "estimate": var.value, "se": var.se, "ci_low": low, "ci_high": high,
+        **record,
         "second_moment": {"estimate": second_moment.value, "se": second_moment.se},
         "mean_entry": {"estimate": mean_entry.value, "ci": list(mean_entry.ci(0.95))},
         "mean_stable_rank": second_moment.value * m * n,
@@ -264,7 +256,7 @@ def build_record(task: Task, moments: Moments, *, n_blocks: int, precision_reach
             "L_ref_lower": 1 / (L_REF * big),
             "L_ref": L_REF,
         },
-        "L_hat": {"estimate": l_hat, "ci_low": l_ci[0], "ci_high": l_ci[1]},
+        "L_hat": l_hat(record, big),
         "bai_yin_ratio": {"estimate": var.value * by_scale, "ci_low": low * by_scale,
                           "ci_high": high * by_scale},
     }

@@ -41,10 +41,10 @@ from ..monte_carlo.engine import StoppingRule, Task
 from ..monte_carlo.estimators import Estimate, Moments, mean_estimate
 from ..monte_carlo.store import ResultStore
 from ..monte_carlo.verdicts import BoundCheck
-from ..provenance import provenance
 from ..random_weights import parse_distribution
 from ..spectral import largest_singular_value
-from .base import assign_sweep_verdicts, run_sweep, summarize_L_hat, variance_estimate
+from .base import (assign_sweep_verdicts, case_record, l_hat, run_sweep, summarize_L_hat,
+                   variance_estimate)
 
 __all__ = ["CLAIM", "L_REF", "Thm3Case", "parse_kernels", "make_tasks", "sample_block",
            "build_record", "finalize_sweep", "default_sweep", "cases_from_grid", "run",
@@ -189,20 +189,15 @@ def build_record(task: Task, moments: Moments, *, n_blocks: int, precision_reach
     var_snw = variance_estimate(moments, dist.symmetric, 2, 3)
     second_snw = mean_estimate(moments, 2)
     fan = c_in * k + c_out * k
-    low, high = var.ci(0.95)
     gauss_den = ((math.sqrt(c_out) + math.sqrt(c_in * k)) ** 2
                  + (math.sqrt(c_in) + math.sqrt(c_out * k)) ** 2 + 2)
     snw_low, snw_high = var_snw.ci(0.95)
+    record = case_record(CLAIM, task, moments, n_blocks=n_blocks,
+                         precision_reached=precision_reached, wall_s=wall_s, seed=seed,
+                         rule=rule, var=var, spectral_rtol=SPECTRAL_RTOL)
+    low, high = record["ci_low"], record["ci_high"]
     return {
-        "claim": CLAIM, "key": task.result_key(seed, rule), "params": p, "seed": seed,
-        "provenance": provenance(seed=seed, config={
-            "params": p, "block_size": task.block_size, "sampler": task.sampler,
-            "spectral_rtol": SPECTRAL_RTOL,
-            "stopping_rule": dataclasses.asdict(task.rule or rule)}),
-        "n_samples": moments.count, "n_blocks": n_blocks, "block_size": task.block_size,
-        "precision_reached": precision_reached, "wall_s": wall_s,
-        "moments": moments.to_json(),
-        "estimate": var.value, "se": var.se, "ci_low": low, "ci_high": high,
+        **record,
         "second_moment": {"estimate": second.value, "se": second.se},
         "fan_in": c_in * k, "fan_out": c_out * k,
         "bounds": {
@@ -214,9 +209,7 @@ def build_record(task: Task, moments: Moments, *, n_blocks: int, precision_reach
             "L_ref": L_REF,
             "snw_upper_1_over_max": 1 / max(c_out, c_in * k),
         },
-        "L_hat": {"estimate": 1 / (fan * var.value) if var.value > 0 else math.inf,
-                  "ci_low": 1 / (fan * high) if high > 0 else math.inf,
-                  "ci_high": 1 / (fan * low) if low > 0 else math.inf},
+        "L_hat": l_hat(record, fan),
         "xavier_ratio": {"estimate": var.value * fan / 2, "ci_low": low * fan / 2,
                          "ci_high": high * fan / 2},
         "snw": {"estimate": var_snw.value, "se": var_snw.se, "ci_low": snw_low,
