@@ -30,7 +30,7 @@ from .gamma import (GammaSpectralNorm, diff_gamma, gamma_normalize, gamma_parame
 from .none import Identity, identity, identity_normalize
 from .registry import (NORMALIZERS, NormalizerSpec, apply_normalizer, normalized_layers,
                        record_input_sizes)
-from .snconv import SpectralNormConv, conv_operator_norm, snconv, snconv_normalize
+from .snconv import SpectralNormConv, snconv, snconv_normalize
 from .snw import SpectralNormW, snw, snw_normalize
 from .ssn import ScaledSpectralNorm, ssn, ssn_normalize
 
@@ -39,7 +39,7 @@ __all__ = [
     "record_input_sizes",
     "Identity", "identity", "identity_normalize",
     "SpectralNormW", "snw", "snw_normalize",
-    "SpectralNormConv", "snconv", "snconv_normalize", "conv_operator_norm",
+    "SpectralNormConv", "snconv", "snconv_normalize",
     "ScaledSpectralNorm", "ssn", "ssn_normalize",
     "BidirectionalSpectralNorm", "bsn", "bsn_normalize",
     "ScaledBidirectionalSpectralNorm", "bssn", "bssn_normalize",
