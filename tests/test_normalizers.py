@@ -25,6 +25,17 @@ from sntheory.normalizers import (NORMALIZERS, GammaSpectralNorm, SpectralNormCo
                                   record_input_sizes, same_gamma, snconv, snconv_normalize, snw,
                                   snw_normalize, ssn, ssn_normalize)
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These tensors are tiny: with 2 intra-op threads on a busy 2-core machine, a 500 x 300 SVD
+    # took 25x longer than with one. Restored afterwards for the other test modules.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ---- building blocks ---------------------------------------------------------------------------
 
 LAYERS = {
@@ -153,6 +164,21 @@ class TestContract:
         torch.testing.assert_close(y, ref(x), rtol=0, atol=0)
         y.sum().backward()
         assert params[key].grad is not None and params[key].grad.abs().sum() > 0
+
+    def test_torch_func_grad(self, name, kind, dtype):
+        # torch.func.grad over functional_call, in training mode (the state update runs inside
+        # the transform) and in eval mode, equals the ordinary backward of a twin module.
+        x = sample(kind, dtype)
+        for mode in ("train", "eval"):
+            m, twin = build(name, kind, dtype), build(name, kind, dtype)
+            getattr(m, mode)(), getattr(twin, mode)()
+            params = {k: v.detach() for k, v in m.named_parameters()}
+            grads = torch.func.grad(lambda p: functional_call(m, p, (x,)).square().sum())(params)
+            twin(x).square().sum().backward()
+            for k, p in twin.named_parameters():
+                torch.testing.assert_close(grads[k], p.grad, rtol=0, atol=0)
+            for (k, b), (_, c) in zip(m.named_buffers(), twin.named_buffers()):
+                assert torch.equal(b, c), k
 
     def test_dtype_and_gradients(self, name, kind, dtype):
         x = sample(kind, dtype)
@@ -470,16 +496,16 @@ def test_apply_snconv_records_input_sizes():
 def test_same_gamma_shares_one_parameter_and_diff_gamma_does_not():
     model = same_gamma(small_model(), gamma=1.5)
     (gamma,) = gamma_parameters(model)
-    assert float(gamma) == 1.5 and gamma.dtype == torch.float64
+    assert gamma.item() == 1.5 and gamma.dtype == torch.float64
     assert sum(p is gamma for p in model.parameters()) == 1
     model(torch.randn(2, 3, 8, 8, dtype=torch.float64)).sum().backward()
     assert gamma.grad is not None
     fresh = same_gamma(small_model(), gamma=1.0)
     fresh.load_state_dict(model.state_dict())
-    assert float(gamma_parameters(fresh)[0]) == 1.5
+    assert gamma_parameters(fresh)[0].item() == 1.5
     model = apply_normalizer(small_model(), "diff-gamma", gamma=0.5)
     gammas = gamma_parameters(model)
-    assert len(gammas) == 3 and all(float(g) == 0.5 for g in gammas)
+    assert len(gammas) == 3 and all(g.item() == 0.5 for g in gammas)
 
 
 def test_registry_names():

@@ -30,9 +30,10 @@ from torch.nn.utils import parametrize
 
 from .._validation import require_positive_float, require_positive_int
 
-__all__ = ["Normalizer", "attach", "check_weight", "default_dim", "reshape_to_matrix",
-           "check_power_args", "matrix_power_method_", "matrix_sigma", "register_vectors",
-           "INIT_POWER_ITERATIONS"]
+__all__ = ["Normalizer", "INIT_POWER_ITERATIONS", "attach", "module_weight", "check_weight",
+           "check_power_args", "check_pure_args", "default_dim", "normalize_dim",
+           "reshape_to_matrix", "reshape_transposed", "register_vectors", "matrix_power_method_",
+           "matrix_sigma", "exact_matrix_norm", "expand_norm"]
 
 # Power-iteration steps run once when a normalizer is built (torch's spectral_norm runs 15).
 INIT_POWER_ITERATIONS = 15

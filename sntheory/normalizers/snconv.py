@@ -98,7 +98,7 @@ def _circular_pad_adjoint(y: torch.Tensor, padding: tuple[int, int],
 
 
 def conv_adjoint(u: torch.Tensor, weight: torch.Tensor, geometry: ConvGeometry) -> torch.Tensor:
-    """``A^T u``: ``(..., c_out, H_out, W_out) -> (..., c_in, H, W)`` (batch: 0 or 1 leading dim)."""
+    """``A^T u``: ``(..., c_out, H_out, W_out) -> (..., c_in, H, W)`` (0 or 1 batch dim)."""
     y = u if u.ndim == 4 else u.unsqueeze(0)
     x = F.conv_transpose2d(y, weight, None, geometry.stride, _conv_padding(geometry),
                            _output_padding(weight, geometry), geometry.groups,
@@ -141,12 +141,13 @@ class SpectralNormConv(Normalizer):
 
     @torch.no_grad()
     def _power_method(self, weight: torch.Tensor, n_power_iterations: int) -> None:
-        # In place, as torch's SN (see the note in torch.nn.utils.parametrizations).
+        # In place, as torch's SN (see the note in torch.nn.utils.parametrizations); through
+        # `out=` like torch, which torch.func transforms accept (copy_ into a buffer they reject).
         for _ in range(n_power_iterations):
             u = conv_apply(self._v, weight, self.geometry)          # (c_out, H_out, W_out)
-            self._u.copy_(u / u.norm().clamp_min(self.eps))
+            torch.div(u, u.norm().clamp_min(self.eps), out=self._u)
             v = conv_adjoint(self._u, weight, self.geometry)        # (c_in, H, W)
-            self._v.copy_(v / v.norm().clamp_min(self.eps))
+            torch.div(v, v.norm().clamp_min(self.eps), out=self._v)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.training:
