@@ -74,6 +74,41 @@ def build_parser() -> argparse.ArgumentParser:
     thm3.add_argument("--no-controls", action="store_true",
                       help="default sweep without the heavy-tailed/non-symmetric controls")
     _add_common(thm3)
+    ratio = claims.add_parser(
+        "ratio", help="Claim R: ||w^|| <= ||w~|| <= alpha ||w^|| (SNw versus SNConv)",
+        description="Claim R on a sweep of conv geometries (3x3/s1, 4x4/s2, 1x1, 5x5; zero and "
+                    "circular padding; small and large inputs): the distribution of "
+                    "||w~||/||w^|| over random kernels against [1, alpha], Var_SNConv against "
+                    "[Var_SNw/alpha^2, Var_SNw], the all-ones kernel and an adversarial search.")
+    ratio.add_argument("--quick", action="store_true", help="6 geometries instead of 11")
+    ratio.add_argument("--kernels", type=int, default=64,
+                       help="random kernels per geometry (default 64)")
+    ratio.add_argument("--adversarial-steps", type=int, default=150,
+                       help="gradient-ascent steps per geometry (0: skip; default 150)")
+    ratio.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    ratio.add_argument("--alpha", type=float, default=0.05,
+                       help="family-wise error rate of the verdicts (default 0.05)")
+    ratio.add_argument("--json", metavar="PATH", help="write the records (with provenance) here")
+    ratio.add_argument("--plot", metavar="PATH", help="write the figure (PNG) here")
+    ratio.add_argument("--quiet", action="store_true", help="no progress bar")
+    conv = sub.add_parser(
+        "convnorm", help="both norms, their ratio and alpha of conv kernels or a saved model",
+        description="For a kernel saved as .npy/.pt (with --input-size and the geometry flags), "
+                    "every 4-D tensor of a saved state_dict (same geometry), or every Conv2d of a "
+                    "model saved with torch.save(model) (with --input-shape): torch's "
+                    "reshaped-kernel norm ||w^||, its transposed twin, the exact operator norm "
+                    "||w~|| with its certified interval, the ratio and alpha.")
+    conv.add_argument("path", help=".npy, .pt or .pth file")
+    conv.add_argument("--input-size", help="HxW input of a bare kernel, e.g. 32x32")
+    conv.add_argument("--input-shape", help="CxHxW input of a saved model, e.g. 3x32x32")
+    conv.add_argument("--stride", type=int, default=1)
+    conv.add_argument("--padding", default="0", help="pixels per side, or 'same' (default 0)")
+    conv.add_argument("--padding-mode", default="zeros", help="zeros or circular")
+    conv.add_argument("--dilation", type=int, default=1)
+    conv.add_argument("--groups", type=int, default=1)
+    conv.add_argument("--rtol", type=float, default=1e-6,
+                      help="relative accuracy of the operator norm (default 1e-6)")
+    conv.add_argument("--json", metavar="PATH", help="write the rows here")
     return parser
 
 
@@ -190,6 +225,84 @@ def _run_variance_claim(args: argparse.Namespace) -> int:
     return 1 if result["summary"]["any_violated"] else 0
 
 
+def _dims(text: str, count: int, name: str) -> tuple[int, ...]:
+    parts = text.lower().split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) != count or min(dims) < 1:
+        shape = "x".join("HW"[-count:] if count == 2 else "CHW")
+        raise ValueError(f"`{name}` must be {shape} with positive integers, got {text!r}")
+    return dims
+
+
+def _run_convnorm(args: argparse.Namespace) -> int:
+    from .conv.geometry import ConvGeometry
+    from .conv.inspect import format_convnorm_table, inspect_path
+
+    try:
+        geometry = None
+        if args.input_size is not None:
+            size = _dims(args.input_size, 2, "--input-size")
+            if args.padding == "same":
+                raise ValueError("`--padding same` needs the kernel size: pass the padding in "
+                                 "pixels (e.g. 1 for 3x3)")
+            try:
+                padding = int(args.padding)
+            except ValueError:
+                raise ValueError(f"`--padding` must be an integer >= 0, got {args.padding!r}") \
+                    from None
+            geometry = ConvGeometry(size, args.stride, padding, args.padding_mode, args.dilation,
+                                    args.groups)
+        input_shape = _dims(args.input_shape, 3, "--input-shape") if args.input_shape else None
+        if not 0 < args.rtol < 1:
+            raise ValueError(f"`--rtol` must be in (0, 1), got {args.rtol!r}")
+        rows = inspect_path(args.path, geometry=geometry, input_shape=input_shape, rtol=args.rtol)
+    except (ValueError, TypeError) as error:
+        print(f"sntheory: error: {error}", file=sys.stderr)
+        return 2
+    print(format_convnorm_table(rows))
+    if args.json:
+        from .monte_carlo import atomic_write_text
+        from .provenance import provenance
+        payload = {"rows": rows, "provenance": provenance(config=vars(args))}
+        atomic_write_text(Path(args.json), json.dumps(payload, indent=1, sort_keys=True))
+        print(f"rows written to {args.json}")
+    return 0
+
+
+def _run_ratio(args: argparse.Namespace) -> int:
+    from .claims import ratio
+
+    try:
+        if args.kernels < 2:
+            raise ValueError(f"`--kernels` must be an integer >= 2, got {args.kernels!r}")
+        if args.adversarial_steps < 0:
+            raise ValueError(f"`--adversarial-steps` must be >= 0, got {args.adversarial_steps!r}")
+        if not 0 < args.alpha < 1:
+            raise ValueError(f"`--alpha` must be in (0, 1), got {args.alpha!r}")
+    except ValueError as error:
+        print(f"sntheory: error: {error}", file=sys.stderr)
+        return 2
+    cases = ratio.QUICK_CASES if args.quick else ratio.DEFAULT_CASES
+    result = ratio.run(cases, n_kernels=args.kernels, seed=args.seed,
+                       adversarial_steps=args.adversarial_steps, alpha_fw=args.alpha,
+                       progress=not args.quiet)
+    print(ratio.format_table(result))
+    if args.json:
+        from .monte_carlo import atomic_write_text
+        atomic_write_text(Path(args.json), json.dumps(result, indent=1, sort_keys=True))
+        print(f"records written to {args.json}")
+    if args.plot:
+        from .report.ratio_figure import plot_ratio
+        plot_ratio(result["records"], args.plot,
+                   title=f"sntheory check ratio, seed {args.seed}, commit "
+                         f"{result['provenance']['git_commit'][:12]}")
+        print(f"figure written to {args.plot}")
+    return 1 if result["summary"]["any_violated"] else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -200,6 +313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args(["check", "--help"])
     if args.command == "check" and args.claim in ("thm2", "thm3"):
         return _run_variance_claim(args)
+    if args.command == "check" and args.claim == "ratio":
+        return _run_ratio(args)
+    if args.command == "convnorm":
+        return _run_convnorm(args)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -188,9 +188,10 @@ def adversarial_search(case: RatioCase, *, steps: int = 150, seed: int = 0, lr: 
         return F.conv2d(x, weight, stride=g.stride, padding=g.padding, dilation=g.dilation,
                         groups=g.groups)
 
-    def adjoint(weight, y):
-        x = torch.zeros(x_shape, dtype=torch.float64, requires_grad=True)
-        (grad,) = torch.autograd.grad(forward(weight, x), x, grad_outputs=y)
+    def adjoint(weight, y):  # A^T y, by differentiating the (linear) forward map
+        with torch.enable_grad():
+            x = torch.zeros(x_shape, dtype=torch.float64, requires_grad=True)
+            (grad,) = torch.autograd.grad(forward(weight.detach(), x), x, grad_outputs=y)
         return grad
 
     best_ratio, best_w, history = -1.0, w.detach().clone(), []
@@ -204,7 +205,7 @@ def adversarial_search(case: RatioCase, *, steps: int = 150, seed: int = 0, lr: 
         sigma = (u.detach() * forward(w, v.detach())).sum()
         hat = torch.linalg.matrix_norm(w.reshape(case.c_out, -1), ord=2)
         objective = torch.log(sigma) - torch.log(hat)
-        ratio = float(torch.exp(objective))
+        ratio = float(torch.exp(objective.detach()))
         history.append(ratio)
         if ratio > best_ratio:
             best_ratio, best_w = ratio, w.detach().clone()
@@ -281,3 +282,35 @@ def run(cases: Sequence[RatioCase] = DEFAULT_CASES, *, n_kernels: int = 64, seed
                         "n_checks": sum(len(cs) for cs in per_record)},
             "provenance": provenance(seed=seed, config=config),
             "wall_s": time.perf_counter() - started}
+
+
+def format_table(result: dict) -> str:
+    """One row per geometry: alpha, the ratio's range over random kernels, the all-ones and
+    adversarial kernels, the variance ratio, and a verdict per check."""
+    from ..report.tables import fmt, short_verdict
+
+    names = ("ratio<=alpha", "ratio>=1", "var<=snw", "var>=snw/alpha^2", "adversarial<=alpha")
+    header = (f"{'geometry':<30} {'c_out x c_in':>12} {'alpha':>6} {'min':>7} {'median':>7} "
+              f"{'max':>7} {'ones/alpha':>10} {'adv/alpha':>9} {'VarSNConv/VarSNw [CI]':<26} "
+              + " ".join(f"{n[:12]:>12}" for n in names) + " verdict")
+    lines = [f"Claim R: ||w^|| <= ||w~|| <= alpha ||w^||   seed={result['provenance']['seed']}  "
+             f"kernels per geometry={result['provenance']['config']['n_kernels']}  "
+             f"Holm alpha={result['summary']['alpha_familywise']:g} over "
+             f"{result['summary']['n_checks']} checks", "", header, "-" * len(header)]
+    for r in result["records"]:
+        p, q = r["params"], r["ratio"]["quantiles"]
+        v = r["variance"]["snconv_over_snw"]
+        checks = {c["name"]: c for c in r["checks"]}
+        adv = r.get("adversarial", {}).get("fraction_of_alpha")
+        lines.append(
+            f"{p['name'][:30]:<30} {p['c_out']:>5} x {p['c_in']:<4} {r['alpha']:>6.3g} "
+            f"{q['min']:>7.4f} {q['median']:>7.4f} {q['max']:>7.4f} "
+            f"{r['all_ones']['fraction_of_alpha']:>10.4f} {fmt(adv, 4):>9} "
+            f"{fmt(v['estimate'], 4) + ' [' + fmt(v['ci_low'], 4) + ', ' + fmt(v['ci_high'], 4) + ']':<26} "
+            + " ".join(f"{short_verdict(checks[n]) if n in checks else '-':>12}" for n in names)
+            + f" {r['verdict']}")
+    lines += ["", "ones/alpha: the all-ones kernel's ratio over alpha (1 = the bound is attained); "
+                  "adv/alpha: best ratio of the gradient-ascent search over alpha",
+              f"{sum(r['verdict'] == 'VIOLATED' for r in result['records'])} geometry(ies) "
+              f"VIOLATED; wall time {result['wall_s']:.1f} s"]
+    return "\n".join(lines)
