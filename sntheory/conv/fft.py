@@ -641,43 +641,65 @@ def _lanczos_c(Xr, Xi, v0r, v0i, tol, maxit, Vr, Vi, alpha, beta, wr, wi, hr, hi
     return theta1, err, it, status
 
 
-@njit(parallel=True, fastmath=_FM, cache=True, error_model="numpy")
-def _solve_frequencies(A, blk, ph_r, ph_i, transpose, ell, d, order, prune_lam, log_inv_eps,
-                       tol, maxit, seed, rho_coef, quad, nthreads, theta_out, err_out, it_out,
-                       status_out):
-    """Lanczos for the frequencies ``order`` (indices into ph_r/ph_i), in parallel; each
-    frequency's computation is independent of the others and of the thread count."""
+@njit(fastmath=_FM, cache=True, error_model="numpy")
+def _solve_chunk(A, blk, ph_r, ph_i, transpose, ell, d, order, chunk, nchunks, prune_lam,
+                 log_inv_eps, tol, maxit, seed, rho_coef, quad, theta_out, err_out, it_out,
+                 status_out):
+    """Lanczos for the frequencies ``order[chunk::nchunks]`` (indices into ph_r/ph_i); each
+    frequency's computation is independent of the others, of the chunking and of threads."""
     F = order.shape[0]
-    nth = max(1, min(nthreads, F))
     mx = min(maxit, d)
     v0 = start_vector(2 * d, seed)
-    for c in prange(nth):
-        Xr = np.empty((ell, d))
-        Xi = np.empty((ell, d))
-        Vr = np.empty((mx + 1, d))
-        Vi = np.empty((mx + 1, d))
-        alpha = np.empty(mx + 1)
-        beta = np.empty(mx + 1)
-        wr = np.empty(d)
-        wi = np.empty(d)
-        hr = np.empty(mx + 1)
-        hi = np.empty(mx + 1)
-        tz = np.empty(2 * mx + 2)
-        tw = np.empty(mx + 1)
-        tx = np.empty(mx + 1)
-        twork = np.empty((4, mx + 1))
-        v0r = v0[:d].copy()
-        v0i = v0[d:].copy()
-        for idx in range(c, F, nth):
-            f = order[idx]
-            _build(A, blk, ph_r[f], ph_i[f], transpose, Xr, Xi)
-            th, err, it, st = _lanczos_c(Xr, Xi, v0r, v0i, tol, mx, Vr, Vi, alpha, beta, wr,
-                                         wi, hr, hi, tz, tw, tx, twork, prune_lam,
-                                         log_inv_eps, rho_coef, quad)
-            theta_out[f] = th
-            err_out[f] = err
-            it_out[f] = it
-            status_out[f] = st
+    Xr = np.empty((ell, d))
+    Xi = np.empty((ell, d))
+    Vr = np.empty((mx + 1, d))
+    Vi = np.empty((mx + 1, d))
+    alpha = np.empty(mx + 1)
+    beta = np.empty(mx + 1)
+    wr = np.empty(d)
+    wi = np.empty(d)
+    hr = np.empty(mx + 1)
+    hi = np.empty(mx + 1)
+    tz = np.empty(2 * mx + 2)
+    tw = np.empty(mx + 1)
+    tx = np.empty(mx + 1)
+    twork = np.empty((4, mx + 1))
+    v0r = v0[:d].copy()
+    v0i = v0[d:].copy()
+    for idx in range(chunk, F, nchunks):
+        f = order[idx]
+        _build(A, blk, ph_r[f], ph_i[f], transpose, Xr, Xi)
+        th, err, it, st = _lanczos_c(Xr, Xi, v0r, v0i, tol, mx, Vr, Vi, alpha, beta, wr, wi,
+                                     hr, hi, tz, tw, tx, twork, prune_lam, log_inv_eps,
+                                     rho_coef, quad)
+        theta_out[f] = th
+        err_out[f] = err
+        it_out[f] = it
+        status_out[f] = st
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _solve_parallel(A, blk, ph_r, ph_i, transpose, ell, d, order, nchunks, prune_lam,
+                    log_inv_eps, tol, maxit, seed, rho_coef, quad, theta_out, err_out, it_out,
+                    status_out):
+    for c in prange(nchunks):
+        _solve_chunk(A, blk, ph_r, ph_i, transpose, ell, d, order, c, nchunks, prune_lam,
+                     log_inv_eps, tol, maxit, seed, rho_coef, quad, theta_out, err_out, it_out,
+                     status_out)
+
+
+def _solve(A, blk, ph_r, ph_i, transpose, ell, d, order, prune_lam, log_inv_eps, tol, quad,
+           rho_coef, theta, err, iters, status):
+    """Threads only for enough work: starting a parallel region costs up to a scheduler time
+    slice when the other cores are busy, far more than a small problem."""
+    work = order.size * ell * d * min(d, 40)                # ~ multiply-adds of the Lanczos runs
+    nthreads = min(get_num_threads(), order.size)
+    args = (prune_lam, log_inv_eps, tol, _MAXIT, _SEED, rho_coef, quad, theta, err, iters,
+            status)
+    if nthreads > 1 and work > 2e7:
+        _solve_parallel(A, blk, ph_r, ph_i, transpose, ell, d, order, nthreads, *args)
+    else:
+        _solve_chunk(A, blk, ph_r, ph_i, transpose, ell, d, order, 0, 1, *args)
 
 
 # --------------------------------------------------------------------------------------------
@@ -733,9 +755,8 @@ def _fast_problem(taps, blk, S, ph, rtol, quad, prune, prune_risk):
         if sl.size == 0:
             continue
         plam = lower * lower if prune else 0.0
-        _solve_frequencies(A, blk, ph_r, ph_i, transpose, ell, d, np.ascontiguousarray(sl),
-                           plam, log_inv_eps, rtol, _MAXIT, _SEED, rho_coef, quad,
-                           get_num_threads(), theta, err, iters, status)
+        _solve(A, blk, ph_r, ph_i, transpose, ell, d, np.ascontiguousarray(sl), plam,
+               log_inv_eps, rtol, quad, rho_coef, theta, err, iters, status)
         done = sl[status[sl] != 1]
         if done.size:
             th = np.maximum(theta[done], 0.0)
