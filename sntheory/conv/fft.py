@@ -765,8 +765,9 @@ def _fast_problem(taps, blk, S, ph, rtol, quad, prune, prune_risk):
     done = np.flatnonzero((status == 0) | (status == 2))
     th = np.maximum(theta[done], 0.0)
     sq = np.sqrt(th)
-    eb = err[done] / (sq + np.sqrt(np.maximum(th - err[done], 0.0)))
-    eb = np.where(sq > 0, eb, np.sqrt(err[done])) * (1.0 + 8 * _U) + 2 * _U * sq + build_err
+    den = sq + np.sqrt(np.maximum(th - err[done], 0.0))
+    eb = np.where(den > 0, err[done] / np.where(den > 0, den, 1.0), np.sqrt(err[done]))
+    eb = eb * (1.0 + 8 * _U) + 2 * _U * sq + build_err
     k = int(np.argmax(sq))
     value = float(sq[k])
     lo = float(np.max(sq - eb))
