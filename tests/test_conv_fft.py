@@ -418,3 +418,16 @@ def test_bad_groups_method_rtol_mode():
 def test_zero_kernel_has_norm_zero():
     res = circular_operator_norm(np.zeros((2, 2, 3, 3)), 4)
     assert res.value == 0.0 and res.error_bound == 0.0
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e307])
+def test_extreme_scales_are_exact(scale):
+    """Exact power-of-two scaling inside: no overflow or underflow for any finite kernel."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((2, 6, 5, 3, 3))
+    ref = circular_singular_values(w, 6)
+    for method in METHODS:
+        res = circular_operator_norm(w * scale, 6, method=method)
+        np.testing.assert_allclose(res.value / scale, ref[:, 0], rtol=1e-13)
+    np.testing.assert_allclose(circular_singular_values(w * scale, 6) / scale, ref, rtol=1e-12,
+                               atol=1e-13 * ref.max())

@@ -396,14 +396,17 @@ def circular_singular_values(w, torus_size, stride=(1, 1), dilation=(1, 1),
     onehot[np.arange(blk.size), blk] = 1.0
     cog = c_out // groups
     per = max(1, int(4_000_000 // max(1, cog * cig * S)))         # frequencies per chunk
+    amax = np.abs(wb).max(axis=(1, 2, 3, 4))
+    e = np.where(amax > 0, np.frexp(amax)[1], 0)              # exact scaling: no overflow
+    ws = np.ldexp(wb, -e[:, None, None, None, None])
     parts = []
     for g in range(groups):
-        taps = _group_taps(wb, g, groups)
+        taps = _group_taps(ws, g, groups)
         for lo in range(0, freqs.shape[0], per):
             K = np.einsum("ft,tb,ntoc->nfocb", ph[lo:lo + per], onehot, taps)
             sv = np.linalg.svd(K.reshape(N, K.shape[1], cog, cig * S), compute_uv=False)
             parts.append(np.repeat(sv, mult[lo:lo + per], axis=1).reshape(N, -1))
-    sv = -np.sort(-np.concatenate(parts, axis=1), axis=1)
+    sv = np.ldexp(-np.sort(-np.concatenate(parts, axis=1), axis=1), e[:, None])
     return sv[0] if single else sv
 
 
@@ -740,7 +743,7 @@ def _fast_problem(taps, blk, S, ph, rtol, quad, prune, prune_risk):
     order = np.argsort(-fro, kind="stable")
     log_inv_eps = math.log(max(d, 2) / prune_risk)
     rho_coef = float(2 * (ell + d) + T)
-    lower = 0.0                                                # certified: sigma_max >= lower
+    lower = 0.0                           # certified for the computed K: max sigma_1 >= lower
     start = 0
     r = 0
     while start < F:
@@ -757,11 +760,8 @@ def _fast_problem(taps, blk, S, ph, rtol, quad, prune, prune_risk):
         plam = lower * lower if prune else 0.0
         _solve(A, blk, ph_r, ph_i, transpose, ell, d, np.ascontiguousarray(sl), plam,
                log_inv_eps, rtol, quad, rho_coef, theta, err, iters, status)
-        done = sl[status[sl] != 1]
-        if done.size:
-            th = np.maximum(theta[done], 0.0)
-            low = np.sqrt(np.maximum(th - err[done], 0.0))
-            lower = max(lower, float(low.max()))
+        # a Ritz value never exceeds sigma_1^2 (Cauchy interlacing), converged or not
+        lower = max(lower, float(np.sqrt(max(theta[sl].max(), 0.0) * (1.0 - rho_coef * _U))))
     done = np.flatnonzero((status == 0) | (status == 2))
     th = np.maximum(theta[done], 0.0)
     sq = np.sqrt(th)
@@ -770,9 +770,9 @@ def _fast_problem(taps, blk, S, ph, rtol, quad, prune, prune_risk):
     eb = eb * (1.0 + 8 * _U) + 2 * _U * sq + build_err
     k = int(np.argmax(sq))
     value = float(sq[k])
-    lo = float(np.max(sq - eb))
+    lo = lower - build_err
     hi = float(np.max(sq + eb))
-    bound = max(value - lo, hi - value)
+    bound = max(value - lo, hi - value, 0.0)
     npruned = int(np.count_nonzero((status == 1) | (status == 3)))
     return (math.ldexp(value, e), math.ldexp(bound, e), int(done[k]), int(iters.sum()),
             npruned)
@@ -783,9 +783,13 @@ def _svd_problem(taps_full, blk, S, grid, a1, a2):
     full SVD at every frequency.  taps_full: (T, co, ci).  Returns (sigma, bound, index)."""
     T, co, ci = taps_full.shape
     m1, m2 = grid
+    amax = float(np.abs(taps_full).max())
+    if amax == 0.0:
+        return 0.0, 0.0, 0
+    e = int(np.frexp(amax)[1])                                 # exact scaling: no overflow
     P = np.zeros((co, ci, S, m1, m2))                          # polyphase kernel on the torus
     for t in range(T):                                         # taps may wrap: accumulate
-        P[:, :, blk[t], a1[t], a2[t]] += taps_full[t]
+        P[:, :, blk[t], a1[t], a2[t]] += np.ldexp(taps_full[t], -e)
     # numpy's fft2 gives sum_a P[a] exp(-2 pi i g a / m) = K(-g): same singular values
     Kf = np.fft.fft2(P)                                        # (co, ci, S, m1, m2)
     best, arg = -1.0, 0
@@ -795,7 +799,8 @@ def _svd_problem(taps_full, blk, S, grid, a1, a2):
         j = int(np.argmax(s1))
         if s1[j] > best:
             best, arg = float(s1[j]), ((-g1) % m1) * m2 + ((-j) % m2)
-    return best, (co + ci * S) * _U * best, arg
+    best = math.ldexp(best, e)
+    return best, (co + ci * S + T) * _U * best, arg
 
 
 # --------------------------------------------------------------------------------------------
