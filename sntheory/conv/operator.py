@@ -133,13 +133,19 @@ def _load_torch():
 
 @contextlib.contextmanager
 def _blas_threads(n):
-    """Pin the BLAS libraries (numpy, scipy) to ``n`` threads (None: leave them alone)."""
+    """Pin BLAS (numpy, scipy) and numba to ``n`` threads (None: leave them alone)."""
     if n is None:
         yield
         return
     from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=n):
-        yield
+    import numba
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        numba.set_num_threads(old)
 
 
 @contextlib.contextmanager
@@ -299,7 +305,7 @@ def _transfer(kernels: np.ndarray, torus, stride, dilation) -> np.ndarray:
     fh = np.arange(mh)[:, None]
     fw = np.arange(mw // 2 + 1)[None, :]
     nf = mh * (mw // 2 + 1)
-    k = np.zeros((M, co, ci, sh, sw, nf), dtype=np.complex128)
+    k = np.zeros((M, nf, co, ci, sh, sw), dtype=np.complex128)
     for bu in range(sh):
         for bv in range(sw):
             taps = [(u, v) for u in range(kh) for v in range(kw)
@@ -308,10 +314,10 @@ def _transfer(kernels: np.ndarray, torus, stride, dilation) -> np.ndarray:
                 continue
             e = np.stack([np.exp(2j * np.pi * (fh * ((u * dh) // sh) / mh
                                                 + fw * ((v * dw) // sw) / mw)).ravel()
-                          for u, v in taps])                      # (taps, F)
-            wt = np.stack([kernels[:, :, :, u, v] for u, v in taps], axis=-1)
-            k[:, :, :, bu, bv] = wt @ e
-    return np.ascontiguousarray(k.reshape(M, co, ci * sh * sw, nf).transpose(0, 3, 1, 2))
+                          for u, v in taps], axis=1)                  # (F, taps)
+            wt = np.stack([kernels[:, :, :, u, v].reshape(M, -1) for u, v in taps], axis=1)
+            k[:, :, :, :, bu, bv] = (e @ wt).reshape(M, nf, co, ci)  # (M, F, co, ci)
+    return k.reshape(M, nf, co, ci * sh * sw)
 
 
 def _mv(a: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -353,37 +359,68 @@ def _plane_wave(x: np.ndarray, f, torus, stride, offset, size, ci) -> np.ndarray
     return full[:, rows][:, :, cols]
 
 
-def _start_block(kernels: np.ndarray, torus, stride, dilation, offset, size, b: int,
+def _start_block(kernels: np.ndarray, torus, stride, dilation, offset, size, full: bool,
                  rng) -> np.ndarray:
-    """``(M, b, n)`` start vectors: the torus's top modes restricted to the input, plus noise."""
+    """``(M, b, n)`` start vectors built from the torus's top modes, restricted to the input.
+
+    Candidates: the torus frequencies within 2% of the top (ranked by a short power iteration
+    on every ``K(f)`` of the half spectrum, then refined; at most 8). Every start vector is a
+    random combination of the real and imaginary parts of the candidates' plane waves plus 25%
+    random noise, so each candidate -- any of which may hold the layer's maximum once the
+    boundary perturbs the torus spectrum -- has weight O(1) in the start block.
+
+    Block size ``b``: the layer's top singular values come in near-degenerate clusters that a
+    block Lanczos resolves only if ``b`` is at least the cluster size (a smaller block can settle
+    on a lower member, measured): 2 for the ``+-f`` pair of a peak (real and imaginary part), 2
+    per exactly tied frequency (symmetric kernels: ties within 1e-3), and ``2 d_h d_w`` for
+    dilated kernels (their symbol has period ``1/d`` per axis: ``d_h d_w`` exact copies of each
+    peak, on or off the torus grid). ``2 <= b <= 8``, the same for the whole batch; ``full``
+    (tiny inputs, run to the whole space): ``b = 1``.
+    """
     M, co, ci = kernels.shape[:3]
     n = ci * size[0] * size[1]
-    out = np.empty((M, b, n))
     per = max(1, (co * ci * stride[0] * stride[1] * (torus[0] // stride[0])
                   * (torus[1] // stride[1] // 2 + 1) * 16))
     chunk = max(1, _MODE_BYTES // per)
-    mh, mw = torus[0] // stride[0], torus[1] // stride[1]
+    mw = torus[1] // stride[1]
+    modes, ties = [], []
     for lo in range(0, M, chunk):
         ks = kernels[lo:lo + chunk]
         k = _transfer(ks, torus, stride, dilation)           # (m, F, co, cis)
         sig, _ = _power_right(k, 6, rng)                      # rank frequencies
         for j in range(ks.shape[0]):
-            order = np.argsort(-sig[j])
-            top = sig[j, order[0]]
-            picks = [f for f in order[:4] if sig[j, f] >= 0.98 * top] or [order[0]]
-            s1, xs = _power_right(k[j, picks], 40, rng)
-            modes = []
-            for f_idx, x in zip(picks, xs):
+            order = np.argsort(-sig[j])[:8]
+            cand = order[sig[j, order] >= 0.98 * sig[j, order[0]]]
+            s_c, xs = _power_right(k[j, cand], 40, rng)
+            keep = s_c >= 0.98 * s_c.max()
+            # exact ties (kernel symmetries) have unitarily equivalent K(f): equal Frobenius
+            # norms to round-off, unlike near ties of random kernels
+            fro = np.linalg.norm(k[j, cand], axis=(1, 2))
+            top = int(np.argmax(s_c))
+            ties.append(int(np.sum((np.abs(fro - fro[top]) <= 1e-9 * fro[top])
+                                   & (s_c >= 0.99 * s_c[top]))))
+            vecs = []
+            for f_idx, x in zip(cand[keep], xs[keep]):
                 fh, fw = divmod(int(f_idx), mw // 2 + 1)
-                modes.append(_plane_wave(x, (fh, fw), torus, stride, offset, size, ci).ravel())
-            re = sum(c * m.real for c, m in zip([1.0] + list(rng.uniform(0.3, 1, 3)), modes))
-            im = sum(c * m.imag for c, m in zip([1.0] + list(rng.uniform(0.3, 1, 3)), modes))
-            vecs = [re, im] if b == 2 else [re + im]
-            for i, v in enumerate(vecs[:b]):
-                nv = np.linalg.norm(v)
-                v = v / nv if nv > 0 else v
-                noise = rng.standard_normal(n)
-                out[lo + j, i] = v + 0.25 * noise / np.linalg.norm(noise)
+                wave = _plane_wave(x, (fh, fw), torus, stride, offset, size, ci).ravel()
+                for part in (wave.real, wave.imag):
+                    norm = np.linalg.norm(part)
+                    if norm > 1e-3 * np.linalg.norm(wave):
+                        vecs.append(part / norm)
+            modes.append(np.array(vecs).reshape(-1, n))
+    if full:
+        b = 1
+    else:
+        b = max(2 * max(ties), 2 * dilation[0] * dilation[1])
+        b = int(min(max(b, 2), 8, n // 2))
+    out = np.empty((M, b, n))
+    for j, vecs in enumerate(modes):
+        coef = rng.standard_normal((b, vecs.shape[0]))
+        for i in range(b):
+            v = coef[i] @ vecs
+            v /= max(np.linalg.norm(v), 1e-300)
+            noise = rng.standard_normal(n)
+            out[j, i] = v + 0.25 * noise / np.linalg.norm(noise)
     return out
 
 
@@ -443,7 +480,7 @@ def _lanczos(ops: _Ops, start: np.ndarray, *, rtol: float, max_steps: int, basis
 
     Returns theta (M,), Ritz vectors (M, n) float64 tensor, block steps (M,), converged (M,)."""
     M, b, n = start.shape
-    cap = max(min(basis_size, n), 2 * b)
+    cap = max(min(basis_size, n), 4 * b)
     cap = min(cap, n)
     keep_n = max(b, (cap // 3) // b * b)
     theta_out = np.zeros(M)
@@ -575,22 +612,6 @@ def _torus_norm(kernels, torus, stride, dilation):
     return val, eb
 
 
-def _circular_multiplicities(geometry: ConvGeometry, kernel_size):
-    """Bound 2: per axis (torus stride, row multiplicity)."""
-    out = geometry.output_size(kernel_size)
-    strides, mult = [], []
-    for n, s, no in zip(geometry.input_size, geometry.stride, out):
-        if n % s == 0:
-            strides.append(s)
-            period = n // s
-            mult.append(-(-no // period))
-        else:
-            strides.append(1)
-            pos = (np.arange(no) * s) % n
-            mult.append(int(np.bincount(pos).max()))
-    return tuple(strides), mult
-
-
 def _upper_bounds(kernels: np.ndarray, geometry: ConvGeometry, kernel_size, n_tori: int):
     """(upper (M,), description of the winning bound, torus for the start block,
     start-block stride, offset)."""
@@ -608,12 +629,12 @@ def _upper_bounds(kernels: np.ndarray, geometry: ConvGeometry, kernel_size, n_to
             names.append(f"torus {torus[0]}x{torus[1]}")
         start = (tori[0], geometry.stride, geometry.padding)
     else:
-        strides, mult = _circular_multiplicities(geometry, kernel_size)
+        from .fft import circular_bound_setup
+        strides, factor = circular_bound_setup(geometry, kernel_size)
         val, eb = _torus_norm(kernels, geometry.input_size, strides, geometry.dilation)
-        factor = math.sqrt(mult[0] * mult[1])
         cands.append(factor * (val + eb) * (1 + 4 * _U))
         names.append(f"input torus {geometry.input_size[0]}x{geometry.input_size[1]} with "
-                     f"stride {strides}, row multiplicity {mult[0]}x{mult[1]}")
+                     f"stride {strides}, row-repeat factor {factor:.6g}")
         start = (geometry.input_size, strides, geometry.padding)
         copies = []
         for n, p in zip(geometry.input_size, geometry.padding):
@@ -812,17 +833,17 @@ def _run_lanczos(kernels, geometry, torus, t_stride, offset, rtol, max_iter, bas
     H, W = geometry.input_size
     n = ci * H * W
     full = n <= 64
-    b = 1 if full else 2
     steps_cap = max(max_iter, n + 1) if full else max_iter
     rng = np.random.default_rng(_SEED)
     cap = min(basis_size, n)
-    chunk = max(1, int(_BASIS_BYTES // (8 * n * max(cap, 2 * b))))
+    chunk = max(1, int(_BASIS_BYTES // (8 * n * max(cap, 16))))
     value, lower = np.zeros(M), np.zeros(M)
     conv, its = np.zeros(M, bool), np.zeros(M, np.int64)
     for lo in range(0, M, chunk):
         sl = slice(lo, lo + chunk)
         ks = kernels[sl]
-        start = _start_block(ks, torus, t_stride, geometry.dilation, offset, (H, W), b, rng)
+        start = _start_block(ks, torus, t_stride, geometry.dilation, offset, (H, W), full, rng)
+        b = start.shape[1]
         ops = _Ops(ks, geometry)
         theta, vecs, steps, cv = _lanczos(ops, start, rtol=rtol, max_steps=steps_cap,
                                           basis_size=cap, upper=upper[sl], full=full)
