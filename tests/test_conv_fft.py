@@ -216,14 +216,20 @@ def test_result_shapes_and_determinism():
     one = circular_operator_norm(w[1], (8, 8), groups=2)
     assert isinstance(one.value, float) and one.frequency.shape == (2,)
     assert one.value == res.value[1]                  # batch independent, bitwise
+    big = rng.standard_normal((64, 64, 3, 3))        # large enough for the threaded path
     threads = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
         serial = circular_operator_norm(w, (8, 8), groups=2)
+        big1 = circular_operator_norm(big, 24)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        big2 = circular_operator_norm(big, 24)
     finally:
         numba.set_num_threads(threads)
     np.testing.assert_array_equal(serial.value, res.value)
     np.testing.assert_array_equal(serial.iterations, res.iterations)
+    assert (big1.value, big1.iterations, big1.pruned) == (big2.value, big2.iterations,
+                                                          big2.pruned)
     # the argmax frequency and group hold the maximum
     K = circular_symbol(w[1], (8, 8), groups=2)       # (groups, F, co, ci)
     for method in METHODS:
