@@ -1,7 +1,7 @@
 """Benchmark of the exact operator norm of circular conv layers (sntheory.conv.fft).
 
-    python benchmarks/bench_conv.py            # c in {16, 64, 256}, n in {16, 32}: ~1 min
-    python benchmarks/bench_conv.py --quick    # n = 16 only: ~15 s
+    python benchmarks/bench_conv.py            # c in {16, 64, 256}, n in {16, 32}: ~40 s
+    python benchmarks/bench_conv.py --quick    # n = 16 only: ~10 s
 
 For ``(c, c, 3, 3)`` Gaussian kernels on an ``n x n`` circular torus (stride 1, padding 1),
 side by side:
