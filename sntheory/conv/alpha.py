@@ -211,7 +211,7 @@ def coverage_alpha(geometry: ConvGeometry, kernel_size) -> AlphaResult:
                        f"torch's full reshape")
     else:
         reason = "no output position reads only distinct input pixels: " + reason
-    uniform = bool(rh.min() == rh.max() and rw.min() == rw.max())
+    uniform = bool(rh.min() * rw.min() == rh.max() * rw.max())    # of the 2-D map (>= 0)
     return AlphaResult(alpha=alpha, alpha_bound=math.sqrt(bh * bw), lower_bound_applies=applies,
                        reason=reason, coverage_h=rh, coverage_w=rw, positions_h=ph,
                        positions_w=pw, max_positions=int(ph.max() * pw.max()), uniform=uniform,
