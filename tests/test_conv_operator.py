@@ -235,6 +235,19 @@ def test_medium_layers(name, shape, g, kind):
     assert np.all(rel_err(tight.value, ref) <= 1e-9)
 
 
+@pytest.mark.parametrize("name,shape,g", [MEDIUM[0], MEDIUM[1], MEDIUM[7]],
+                         ids=[MEDIUM[i][0] for i in (0, 1, 7)])
+def test_thick_restart(name, shape, g):
+    """A small basis forces thick restarts; the value and interval must not suffer."""
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((2,) + shape)
+    ref = dense_norms(w, g)
+    res = conv_operator_norm(w, g, method="lanczos", basis_size=32)
+    check_interval(res, ref)
+    assert np.all(res.converged) and np.any(res.iterations > 32)
+    assert np.all(rel_err(res.value, ref) <= 1e-6)
+
+
 def test_torch_default_init_layers_value_to_1e6():
     """Scaled-down paper layers (PyTorch default init): 'same' 3x3 and 4x4/s2 pad 1."""
     torch.manual_seed(0)
