@@ -154,8 +154,12 @@ torch = F = None                       # imported on first use: torch is an opti
 def _load_torch():
     global torch, F
     if torch is None:
-        import torch as _torch
-        import torch.nn.functional as _F
+        try:
+            import torch as _torch
+            import torch.nn.functional as _F
+        except ImportError as exc:                          # pragma: no cover - env specific
+            raise ImportError("the Lanczos path of conv_operator_norm applies the layer with "
+                              "torch.nn.functional.conv2d: install torch (see README)") from exc
         torch, F = _torch, _F
     return torch
 
