@@ -34,6 +34,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "restarted with the same arguments resumes without recomputing")
     p.add_argument("--no-store", action="store_true", help="do not read or write a result store")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-controls", action="store_true",
+                   help="default sweep without the heavy-tailed/non-symmetric controls")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,8 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     thm2.add_argument("--normalizer", default="sn",
                       help="sn (exact, the theorem), sn-power:K (K cold power iterations), "
                            "sn-scaled:c (divide by c*||A||_sp) — the last two are controls")
-    thm2.add_argument("--no-controls", action="store_true",
-                      help="default sweep without the heavy-tailed/non-symmetric controls")
     thm2.add_argument("--allow-outside-hypotheses", action="store_true",
                       help="run shapes with m or n below 2 (reported as outside the hypotheses)")
     _add_common(thm2)
@@ -71,8 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     thm3.add_argument("--kernels", help="comma-separated c_out x c_in x kh x kw list, e.g. "
                                         "64x64x3x3,16x32x5x5")
     thm3.add_argument("--dist", help="comma-separated laws (as for thm2)")
-    thm3.add_argument("--no-controls", action="store_true",
-                      help="default sweep without the heavy-tailed/non-symmetric controls")
     _add_common(thm3)
     ratio = claims.add_parser(
         "ratio", help="Claim R: ||w^|| <= ||w~|| <= alpha ||w^|| (SNw versus SNConv)",

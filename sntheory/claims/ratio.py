@@ -4,7 +4,8 @@ For a conv layer with a given geometry, ``w^`` is the kernel reshaped to ``c_out
 SNw divides by) and ``w~`` the layer's expanded matrix (what SNConv divides by). ``alpha`` is the
 square root of the largest number of output positions that read one input pixel (THEORY.md R;
 :func:`sntheory.conv.alpha.coverage_alpha` computes it exactly for the geometry, together with the
-condition under which the lower bound applies).
+condition under which the lower bound applies). For grouped layers ``||w^||`` is the max over the
+groups' reshaped norms (the form both bounds need; torch's SN reshapes the whole weight).
 
 Three measurements per geometry:
 
@@ -109,7 +110,7 @@ def measure_case(case: RatioCase, *, n_kernels: int = 64, seed: int = 0, dist: s
     c_in_g = case.c_in // case.geometry.groups
     w = law.sample(rng, (n_kernels, case.c_out, c_in_g, *case.kernel))
     alpha = coverage_alpha(case.geometry, case.kernel)
-    hat = np.atleast_1d(reshaped_kernel_norm(w))
+    hat = np.atleast_1d(reshaped_kernel_norm(w, groups=case.geometry.groups))
     value, lower, upper, res = _certified_norms(w, case.geometry, rtol)
     ratio, ratio_lo, ratio_hi = value / hat, lower / hat, upper / hat
     n_entries = w[0].size
@@ -121,7 +122,7 @@ def measure_case(case: RatioCase, *, n_kernels: int = 64, seed: int = 0, dist: s
                                lambda mu: np.array([0.0, -mu[2] / mu[1] ** 2, 1 / mu[1]]))
     ones = np.ones((1, case.c_out, c_in_g, *case.kernel))
     o_value, o_lower, o_upper, _ = _certified_norms(ones, case.geometry, rtol)
-    o_hat = np.atleast_1d(reshaped_kernel_norm(ones))
+    o_hat = np.atleast_1d(reshaped_kernel_norm(ones, groups=case.geometry.groups))
     q = np.quantile(ratio, [0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0])
     mean_ratio = mean_estimate(moments, 0)
     return {
@@ -214,7 +215,7 @@ def adversarial_search(case: RatioCase, *, steps: int = 150, seed: int = 0, lr: 
         opt.step()
     kernel = best_w.numpy()[None]
     value, lower, upper, _ = _certified_norms(kernel, g, rtol)
-    hat = float(np.atleast_1d(reshaped_kernel_norm(kernel))[0])
+    hat = float(np.atleast_1d(reshaped_kernel_norm(kernel, groups=g.groups))[0])
     alpha = coverage_alpha(g, case.kernel).alpha
     return {"steps": steps, "seed": seed, "alpha": alpha,
             "ratio": float(value[0] / hat), "ratio_upper": float(upper[0] / hat),
