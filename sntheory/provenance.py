@@ -32,12 +32,17 @@ def package_versions() -> dict[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """``<sha>`` of the sntheory checkout, ``<sha>+dirty`` with uncommitted changes, else 'unknown'."""
+    """``<sha>`` of the sntheory checkout, ``<sha>+dirty`` with uncommitted changes, else 'unknown'.
+
+    Changes under ``reports/`` do not count: regenerating the committed reports rewrites them
+    while the run is in progress, and they do not influence any number.
+    """
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)reports"], cwd=root,
                                capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
