@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -38,6 +39,7 @@ __all__ = [
     "sample_kernels",
     "case_spawn_key",
     "block_generator",
+    "scratch",
 ]
 
 
@@ -53,9 +55,27 @@ class Distribution:
     dof: float | None = None  # Student-t degrees of freedom
 
     def sample(self, rng: np.random.Generator, shape: Sequence[int],
-               dtype: type = np.float64) -> np.ndarray:
-        """Draw an array of i.i.d. entries of the given shape."""
+               dtype: type = np.float64, *, reuse: bool = False) -> np.ndarray:
+        """Draw an array of i.i.d. entries of the given shape.
+
+        ``reuse=True`` fills this thread's scratch buffer (see :func:`scratch`) where the law allows
+        it (Gaussian, uniform, exponential): the same numbers, without a fresh allocation and its
+        page faults. The result is then overwritten by the next such call in the thread.
+        """
         base = self.name.split(":")[0]
+        if reuse and base in ("gaussian", "uniform", "exponential", "shifted-exponential"):
+            buffer = scratch(shape, dtype)
+            if base == "gaussian":
+                return rng.standard_normal(dtype=dtype, out=buffer)
+            if base == "uniform":
+                rng.random(dtype=dtype, out=buffer)
+                buffer *= 2
+                buffer -= 1
+                return buffer
+            rng.standard_exponential(dtype=dtype, out=buffer)
+            if base == "shifted-exponential":
+                buffer -= 1
+            return buffer
         if base == "gaussian":
             return rng.standard_normal(shape, dtype=dtype)
         if base == "uniform":
@@ -78,6 +98,19 @@ class Distribution:
             out -= 1
             return out
         raise AssertionError(f"unhandled distribution {self.name!r}")  # parse_distribution guards
+
+
+_SCRATCH = threading.local()
+
+
+def scratch(shape: Sequence[int], dtype: type = np.float64) -> np.ndarray:
+    """This thread's reusable buffer of ``shape`` (only the most recent shape is kept)."""
+    shape = tuple(int(s) for s in shape)
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.shape != shape or buffer.dtype != np.dtype(dtype):
+        buffer = np.empty(shape, dtype=dtype)
+        _SCRATCH.buffer = buffer
+    return buffer
 
 
 DISTRIBUTION_NAMES = ("gaussian", "uniform", "rademacher", "cauchy", "student-t:<dof>",

@@ -269,3 +269,15 @@ def test_distribution_is_plain_frozen_data():
     assert isinstance(d, Distribution) and d.dof == 3.0
     with pytest.raises(AttributeError):
         d.name = "gaussian"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["gaussian", "uniform", "exponential", "shifted-exponential",
+                                  "cauchy", "rademacher", "student-t:3"])
+def test_reuse_gives_the_same_numbers_as_a_fresh_draw(name):
+    dist = parse_distribution(name)
+    fresh = dist.sample(np.random.default_rng(4), (3, 5, 7))
+    reused = dist.sample(np.random.default_rng(4), (3, 5, 7), reuse=True)
+    assert np.array_equal(fresh, reused)
+    again = dist.sample(np.random.default_rng(5), (3, 5, 7), reuse=True)
+    if name in ("gaussian", "uniform", "exponential", "shifted-exponential"):
+        assert again is reused or np.shares_memory(again, reused)  # the scratch buffer is reused

@@ -131,7 +131,7 @@ def sample_block(params: dict, rng: np.random.Generator, count: int) -> np.ndarr
     m, n = params["m"], params["n"]
     dist = parse_distribution(params["dist"])
     kind, value = parse_normalizer(params["normalizer"])
-    a = dist.sample(rng, (count, m, n))                        # (count, m, n)
+    a = dist.sample(rng, (count, m, n), reuse=True)            # (count, m, n)
     if kind == "sn-power":
         sigma = _power_iteration_sigma(a, int(value), rng)
     else:
@@ -148,7 +148,7 @@ def sample_block_floor(params: dict, rng: np.random.Generator, count: int) -> np
     No spectral work: the time of this sampler bounds from below what any T2 estimator can cost.
     """
     m, n = params["m"], params["n"]
-    a = parse_distribution(params["dist"]).sample(rng, (count, m, n))
+    a = parse_distribution(params["dist"]).sample(rng, (count, m, n), reuse=True)
     total = a.sum(axis=(1, 2))
     return np.column_stack([total, total])
 

@@ -120,7 +120,7 @@ class Thm3Case:
 def sample_block(params: dict, rng: np.random.Generator, count: int) -> np.ndarray:
     """Per-sample ``(X_bsn, Y_bsn, X_snw, Y_snw)`` for ``count`` random kernels; ``(count, 4)``."""
     c_out, c_in, kh, kw = params["c_out"], params["c_in"], params["kh"], params["kw"]
-    w = parse_distribution(params["dist"]).sample(rng, (count, c_out, c_in, kh, kw))
+    w = parse_distribution(params["dist"]).sample(rng, (count, c_out, c_in, kh, kw), reuse=True)
     w_hat = w.reshape(count, c_out, c_in * kh * kw)
     w_hat_t = np.swapaxes(w, 1, 2).reshape(count, c_in, c_out * kh * kw)
     s_hat = largest_singular_value(w_hat, method="fast", rtol=SPECTRAL_RTOL).sigma
