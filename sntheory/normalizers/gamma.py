@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from .base import (Normalizer, attach, check_power_args, check_weight, default_dim,
-                   matrix_power_method_, matrix_sigma, module_weight, normalize_dim,
+                   module_weight, normalize_dim,
                    register_vectors, reshape_to_matrix)
-from .snw import snw_normalize
+from .snw import reshaped_sigma, snw_normalize
 
 __all__ = ["GammaSpectralNorm", "diff_gamma", "gamma_sn", "same_gamma", "gamma_parameters",
            "gamma_normalize", "make_gamma"]
@@ -56,11 +56,7 @@ class GammaSpectralNorm(Normalizer):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 1:
             return self.gamma * weight / torch.linalg.vector_norm(weight).clamp_min(self.eps)
-        weight_mat = reshape_to_matrix(weight, self.dim)
-        if self.training:
-            matrix_power_method_(weight_mat.detach(), self._u, self._v,
-                                 self.n_power_iterations, self.eps)
-        return self.gamma * weight / matrix_sigma(weight_mat, self._u, self._v)
+        return self.gamma * weight / reshaped_sigma(self, weight)
 
     def extra_repr(self) -> str:
         return f"n_power_iterations={self.n_power_iterations}, dim={self.dim}, eps={self.eps}"

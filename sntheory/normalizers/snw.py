@@ -21,6 +21,17 @@ from .base import (Normalizer, attach, check_power_args, check_pure_args, check_
 __all__ = ["SpectralNormW", "snw", "snw_normalize"]
 
 
+def reshaped_sigma(p: nn.Module, weight: torch.Tensor) -> torch.Tensor:
+    """``sigma ~ ||w^||_sp`` from ``p``'s buffers ``_u``, ``_v``, after ``p.n_power_iterations``
+    power steps in training mode (the state is frozen in eval mode). Shared by SNw, SSN and the
+    gamma variants; ``p`` carries ``dim``, ``eps``, ``n_power_iterations`` and ``training``;
+    ``weight`` has at least 2 dimensions."""
+    weight_mat = reshape_to_matrix(weight, p.dim)
+    if p.training:
+        matrix_power_method_(weight_mat.detach(), p._u, p._v, p.n_power_iterations, p.eps)
+    return matrix_sigma(weight_mat, p._u, p._v)
+
+
 class SpectralNormW(Normalizer):
     """Parametrization ``W -> W / sigma``, ``sigma ~ ||w^||_sp`` by persistent power iteration.
 
@@ -40,11 +51,7 @@ class SpectralNormW(Normalizer):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 1:
             return F.normalize(weight, dim=0, eps=self.eps)
-        weight_mat = reshape_to_matrix(weight, self.dim)
-        if self.training:
-            matrix_power_method_(weight_mat.detach(), self._u, self._v,
-                                 self.n_power_iterations, self.eps)
-        return weight / matrix_sigma(weight_mat, self._u, self._v)
+        return weight / reshaped_sigma(self, weight)
 
     def extra_repr(self) -> str:
         return f"n_power_iterations={self.n_power_iterations}, dim={self.dim}, eps={self.eps}"

@@ -10,9 +10,9 @@ from torch import nn
 
 from .._validation import require_positive_float
 from .base import (Normalizer, attach, check_power_args, check_weight, default_dim,
-                   matrix_power_method_, matrix_sigma, module_weight, normalize_dim,
+                   module_weight, normalize_dim,
                    register_vectors, reshape_to_matrix)
-from .snw import snw_normalize
+from .snw import reshaped_sigma, snw_normalize
 
 __all__ = ["ScaledSpectralNorm", "ssn", "ssn_normalize"]
 
@@ -36,11 +36,7 @@ class ScaledSpectralNorm(Normalizer):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 1:
             return self.scale * weight / torch.linalg.vector_norm(weight).clamp_min(self.eps)
-        weight_mat = reshape_to_matrix(weight, self.dim)
-        if self.training:
-            matrix_power_method_(weight_mat.detach(), self._u, self._v,
-                                 self.n_power_iterations, self.eps)
-        return self.scale * weight / matrix_sigma(weight_mat, self._u, self._v)
+        return self.scale * weight / reshaped_sigma(self, weight)
 
     def extra_repr(self) -> str:
         return (f"scale={self.scale}, n_power_iterations={self.n_power_iterations}, "
