@@ -13,10 +13,8 @@ import numbers
 import torch
 from torch import nn
 
-from .base import (Normalizer, attach, check_power_args, check_weight, default_dim,
-                   module_weight, normalize_dim,
-                   register_vectors, reshape_to_matrix)
-from .snw import reshaped_sigma, snw_normalize
+from .base import Normalizer, attach, default_dim, module_weight
+from .snw import init_reshaped_state, reshaped_sigma, snw_normalize
 
 __all__ = ["GammaSpectralNorm", "diff_gamma", "gamma_sn", "same_gamma", "gamma_parameters",
            "gamma_normalize", "make_gamma"]
@@ -46,12 +44,8 @@ class GammaSpectralNorm(Normalizer):
     def __init__(self, weight: torch.Tensor, gamma: float | nn.Parameter = 1.0,
                  n_power_iterations: int = 1, dim: int = 0, eps: float = 1e-12) -> None:
         super().__init__()
-        check_weight(weight)
-        self.n_power_iterations, self.eps = check_power_args(n_power_iterations, eps)
-        self.dim = normalize_dim(dim, weight.ndim)
+        init_reshaped_state(self, weight, n_power_iterations, dim, eps)
         self.gamma = make_gamma(gamma, weight)
-        if weight.ndim > 1:
-            register_vectors(self, reshape_to_matrix(weight.detach(), self.dim), self.eps)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 1:

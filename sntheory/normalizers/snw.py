@@ -21,6 +21,17 @@ from .base import (Normalizer, attach, check_power_args, check_pure_args, check_
 __all__ = ["SpectralNormW", "snw", "snw_normalize"]
 
 
+def init_reshaped_state(p: nn.Module, weight: torch.Tensor, n_power_iterations: int, dim: int,
+                        eps: float) -> None:
+    """Validate the arguments and give ``p`` what :func:`reshaped_sigma` needs: ``dim``, ``eps``,
+    ``n_power_iterations`` and (for weights with >= 2 dimensions) the buffers ``_u``, ``_v``."""
+    check_weight(weight)
+    p.n_power_iterations, p.eps = check_power_args(n_power_iterations, eps)
+    p.dim = normalize_dim(dim, weight.ndim)
+    if weight.ndim > 1:
+        register_vectors(p, reshape_to_matrix(weight.detach(), p.dim), p.eps)
+
+
 def reshaped_sigma(p: nn.Module, weight: torch.Tensor) -> torch.Tensor:
     """``sigma ~ ||w^||_sp`` from ``p``'s buffers ``_u``, ``_v``, after ``p.n_power_iterations``
     power steps in training mode (the state is frozen in eval mode). Shared by SNw, SSN and the
@@ -42,11 +53,7 @@ class SpectralNormW(Normalizer):
     def __init__(self, weight: torch.Tensor, n_power_iterations: int = 1, dim: int = 0,
                  eps: float = 1e-12) -> None:
         super().__init__()
-        check_weight(weight)
-        self.n_power_iterations, self.eps = check_power_args(n_power_iterations, eps)
-        self.dim = normalize_dim(dim, weight.ndim)
-        if weight.ndim > 1:
-            register_vectors(self, reshape_to_matrix(weight.detach(), self.dim), self.eps)
+        init_reshaped_state(self, weight, n_power_iterations, dim, eps)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 1:

@@ -9,10 +9,8 @@ import torch
 from torch import nn
 
 from .._validation import require_positive_float
-from .base import (Normalizer, attach, check_power_args, check_weight, default_dim,
-                   module_weight, normalize_dim,
-                   register_vectors, reshape_to_matrix)
-from .snw import reshaped_sigma, snw_normalize
+from .base import Normalizer, attach, default_dim, module_weight
+from .snw import init_reshaped_state, reshaped_sigma, snw_normalize
 
 __all__ = ["ScaledSpectralNorm", "ssn", "ssn_normalize"]
 
@@ -26,12 +24,8 @@ class ScaledSpectralNorm(Normalizer):
     def __init__(self, weight: torch.Tensor, scale: float, n_power_iterations: int = 1,
                  dim: int = 0, eps: float = 1e-12) -> None:
         super().__init__()
-        check_weight(weight)
         self.scale = require_positive_float("scale", scale)
-        self.n_power_iterations, self.eps = check_power_args(n_power_iterations, eps)
-        self.dim = normalize_dim(dim, weight.ndim)
-        if weight.ndim > 1:
-            register_vectors(self, reshape_to_matrix(weight.detach(), self.dim), self.eps)
+        init_reshaped_state(self, weight, n_power_iterations, dim, eps)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 1:
