@@ -21,13 +21,19 @@ _PACKAGES = ("sntheory", "numpy", "scipy", "numba", "matplotlib", "torch", "thre
 
 
 def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages sntheory uses (read once per process)."""
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> tuple[tuple[str, str], ...]:
     versions = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    return versions
+    return tuple(versions.items())
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,6 +55,7 @@ def git_commit() -> str:
     return sha + ("+dirty" if dirty.strip() else "")
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

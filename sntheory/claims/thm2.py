@@ -167,14 +167,6 @@ class Thm2Case:
                 "normalizer": self.normalizer}
 
 
-def _variance(moments: Moments, symmetric: bool) -> Estimate:
-    return variance_estimate(moments, symmetric)
-
-
-def _primary_for(symmetric: bool):
-    return functools.partial(variance_estimate, symmetric=symmetric)
-
-
 def make_tasks(cases: Iterable[Thm2Case], *, allow_outside_hypotheses: bool = False,
                rule: StoppingRule | None = None) -> list[Task]:
     """Validate cases and turn them into engine tasks.
@@ -200,7 +192,8 @@ def make_tasks(cases: Iterable[Thm2Case], *, allow_outside_hypotheses: bool = Fa
         block = max(1, min(16384, BLOCK_ENTRIES // (m * n)))
         tasks.append(Task(claim=CLAIM, params=canonical.params,
                           sampler="sntheory.claims.thm2:sample_block", block_size=block,
-                          primary=_primary_for(dist.symmetric), n_stats=2,
+                          primary=functools.partial(variance_estimate,
+                                                    symmetric=dist.symmetric), n_stats=2,
                           cost_per_sample=float(m * n), rule=override))
     return tasks
 
@@ -236,7 +229,7 @@ def build_record(task: Task, moments: Moments, *, n_blocks: int, precision_reach
     p = task.params
     m, n = p["m"], p["n"]
     dist = parse_distribution(p["dist"])
-    var = _variance(moments, dist.symmetric)
+    var = variance_estimate(moments, dist.symmetric)
     second_moment = mean_estimate(moments, 0)
     mean_entry = mean_estimate(moments, 1)
     big = max(m, n)
