@@ -423,7 +423,7 @@ def _check_finite(array: np.ndarray, what: str) -> None:
     finite = np.isfinite(array)
     if not finite.all():
         bad = tuple(int(i) for i in np.argwhere(~finite)[0])
-        raise ValueError(f"{what} must be finite, but element {bad} is {array[bad]!r} "
+        raise ValueError(f"{what} must be finite, but element {bad} is {float(array[bad])} "
                          f"({int((~finite).sum())} non-finite values in all)")
 
 
@@ -464,9 +464,9 @@ def _parse_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     """An idx file of unsigned bytes: big-endian magic, ``ndim`` big-endian uint32 dims, data."""
     data = _read_bytes(path)
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"`path` {str(path)!r} is truncated: an idx file with {ndim} dimension(s) "
-                         f"needs a {header}-byte header, the file has {len(data)} bytes")
+    if len(data) < 4:
+        raise ValueError(f"`path` {str(path)!r} is truncated: an idx file starts with a 4-byte "
+                         f"magic number, the file has {len(data)} bytes")
     found = int.from_bytes(data[:4], "big")
     if found != magic:
         kinds = {IDX_IMAGES_MAGIC: "images (3-d unsigned bytes)",
@@ -475,6 +475,9 @@ def _parse_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
                          f"{kinds[magic]} need {magic} (0x{magic:08x})"
                          + (f" -- this looks like a {kinds[found].split()[0]} file"
                             if found in kinds else ""))
+    if len(data) < header:
+        raise ValueError(f"`path` {str(path)!r} is truncated: an idx file with {ndim} dimension(s) "
+                         f"needs a {header}-byte header, the file has {len(data)} bytes")
     dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(dims, dtype=np.int64))
     if len(data) != expected:
@@ -696,6 +699,8 @@ def load_array(path, *, key: str | None = None, layout: str | None = None,
     where = f"{str(path)!r}" + (f" [{key!r}]" if key is not None else "")
     if array.dtype.kind not in "uif":
         raise ValueError(f"array {where} must hold integers or floats, got dtype {array.dtype}")
+    if array.dtype.kind == "f":
+        _check_finite(array, f"array {where}")  # indices as stored, before any transpose
     layout = layout or _guess_layout(array.shape, path)
     need = 3 if layout == "NHW" else 4
     if array.ndim != need:
@@ -713,8 +718,6 @@ def load_array(path, *, key: str | None = None, layout: str | None = None,
     if array.shape[1] not in (1, 3):
         raise ValueError(f"array {where} has {array.shape[1]} channels under layout={layout!r}; "
                          f"images must have 1 or 3 channels")
-    if array.dtype.kind == "f":
-        _check_finite(array, f"array {where}")
     low, high = float(array.min()), float(array.max())
     if value_range is None:
         if array.dtype.kind in "ui":
