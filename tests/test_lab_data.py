@@ -3,6 +3,7 @@ datasets are deterministic, and the batch sampler resumes bitwise from a plain-d
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import pickle
 from pathlib import Path
@@ -16,7 +17,8 @@ from sntheory.lab import data
 from sntheory.lab.data import BatchSampler, ImageDataset, load_array, load_cifar10, load_dataset, \
     load_mnist
 
-pytest.importorskip("sklearn")
+needs_sklearn = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None,
+                                   reason="the embedded datasets need scikit-learn")
 
 
 def scaled_uint8(x: np.ndarray) -> torch.Tensor:
@@ -135,6 +137,16 @@ def test_cifar_single_batch_round_trip(tmp_path, protocol):
     assert ds.images.shape == (4, 3, 32, 32) and ds.name == "cifar10"
     assert_bytes_round_trip(ds.images, images)
     np.testing.assert_array_equal(ds.labels.numpy(), labels)
+
+
+def test_cifar_reads_pickles_naming_numpy_core(tmp_path):
+    """The published batches were written by numpy 1.x, whose pickles name numpy.core.multiarray."""
+    images, labels = random_cifar(2, seed=4)
+    path = cifar_batch(tmp_path / "old", images, labels, protocol=2)
+    payload = path.read_bytes()
+    assert b"numpy._core.multiarray" in payload
+    path.write_bytes(payload.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    assert_bytes_round_trip(load_cifar10(path).images, images)
 
 
 def test_cifar_rows_are_channel_major(tmp_path):
@@ -389,6 +401,7 @@ def test_resize_keeps_constants_range_and_identity():
 
 # ------------------------------------------------------------------------------------ embedded
 
+@needs_sklearn
 def test_digits_native_and_resized():
     from sklearn.datasets import load_digits
     ref = load_digits()
@@ -405,6 +418,7 @@ def test_digits_native_and_resized():
     assert torch.equal(load_dataset("digits", limit=10).images, ds.images[:10])
 
 
+@needs_sklearn
 def test_photo_patches_are_seeded_crops_with_flips():
     kw = dict(num_patches=64, patch_size=16, downscale=4)
     ds = load_dataset("photo-patches", seed=5, **kw)
@@ -452,7 +466,8 @@ def test_sampler_is_the_documented_stream(batch_size):
 
 
 def test_sampler_resumes_bitwise_in_a_fresh_object():
-    ds = load_dataset("digits", limit=100)
+    images = torch.rand(100, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ds = ImageDataset(images, torch.arange(100), "random", "test", "identity")
     first = ds.batches(32, seed=3)
     for _ in range(5):  # 160 images: crosses an epoch boundary
         next(first)

@@ -104,7 +104,11 @@ class ImageDataset:
         if c not in (1, 3):
             raise ValueError(f"`images` of {self.source!r} must have 1 (grey) or 3 (RGB) channels, "
                              f"got shape {tuple(x.shape)}")
-        _check_finite(x.numpy(), f"images of {self.source!r}")
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            bad = tuple(int(i) for i in (~finite).nonzero()[0])
+            raise ValueError(f"`images` of {self.source!r} must be finite, but element {bad} is "
+                             f"{float(x[bad])}")
         low, high = float(x.min()), float(x.max())
         if low < -1.0 or high > 1.0:
             raise ValueError(f"`images` of {self.source!r} must lie in [-1, 1], got values in "
