@@ -62,6 +62,7 @@ from .._validation import _show, require_choice, require_positive_int
 __all__ = [
     "ImageDataset", "BatchSampler", "load_dataset", "dataset_specs",
     "load_digits_dataset", "load_photo_patches", "load_mnist", "load_cifar10", "load_array",
+    "resize_images", "convert_channels",
 ]
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601
