@@ -65,7 +65,7 @@ from ..monte_carlo.verdicts import Verdict
 from ..provenance import provenance
 from ..report.rows import ClaimRow, relative_slack
 
-__all__ = ["LabCheckResult", "Float64Snapshot", "float64_snapshot", "as_input_batch",
+__all__ = ["LabCheckResult", "Float64Snapshot", "float64_snapshot", "require_seed", "as_input_batch",
            "rescaling_draws", "rescaled_parameters", "envelope_output", "forward_roundoff_bound",
            "exact_product_error", "product_allowance", "layer_dot_lengths",
            "p2_deviation", "check_prop2", "check_prop2_run",
@@ -121,6 +121,16 @@ class Float64Snapshot:
     @property
     def depth(self) -> int:
         return len(self.weights)
+
+
+def require_seed(seed: object) -> int:
+    """``seed`` as an int >= 0 (what ``numpy.random.SeedSequence`` accepts), or a clear error."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"`seed` must be an integer >= 0, got {seed!r} of type "
+                        f"{type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}")
+    return int(seed)
 
 
 def float64_snapshot(disc: Discriminator) -> Float64Snapshot:
@@ -195,18 +205,21 @@ def product_allowance(n_layers: int) -> float:
 
 def rescaling_draws(n_layers: int, *, seed: int, n_draws: int,
                     log_sds: Sequence[float] = (0.5, 1.5, 3.0), extreme: bool = True,
-                    extreme_decades: float = 3.0) -> list[tuple[str, np.ndarray]]:
+                    extreme_decades: float = 3.0, stream: int = 0) -> list[tuple[str, np.ndarray]]:
     """Seeded factors ``c`` (positive, ``prod c = 1``): ``n_draws`` log-normal draws whose log-sd
     cycles through ``log_sds``, then (``extreme``) two draws spanning ``10^-d .. 10^d``
     (``d = extreme_decades``): ``log10 c`` evenly spread over ``[-d, d]`` in random order, and
-    alternating ``10^{+d}, 10^{-d}, ...``. Returns ``[(kind, c), ...]``."""
+    alternating ``10^{+d}, 10^{-d}, ...``. ``stream`` selects an independent stream for the same
+    seed (P2 uses 0, T1 1 and 2). Returns ``[(kind, c), ...]``."""
+    seed = require_seed(seed)
     n_layers = require_positive_int("n_layers", n_layers)
     n_draws = require_positive_int("n_draws", n_draws)
     sds = [require_positive_float("log_sds", s) for s in log_sds]
     if not sds:
         raise ValueError("`log_sds` must list at least one log standard deviation")
     decades = require_positive_float("extreme_decades", extreme_decades)
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x5032,)))
+    stream = require_positive_int("stream", stream, minimum=0)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x5032, 0x100 + stream)))
     draws = []
     for k in range(n_draws):
         sd = sds[k % len(sds)]
@@ -441,8 +454,7 @@ def check_prop2(disc: Discriminator, x, *, seed: int, n_draws: int = 6,
     otherwise; the others are OUTSIDE-HYPOTHESES with ``note`` starting "observed: deviates" or
     "observed: invariant to round-off".
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}")
+    seed = require_seed(seed)
     if step is not None:
         require_positive_int("step", step, minimum=0)
     snap = float64_snapshot(disc)
@@ -503,6 +515,7 @@ def load_run_batch(run_dir, *, step: int | None, n_samples: int, seed: int):
         raise FileNotFoundError(f"`run_dir` {str(run_dir)!r} does not exist (expected a training "
                                 f"run directory written by sntheory.lab.train)")
     n_samples = require_positive_int("n_samples", n_samples)
+    seed = require_seed(seed)
     train = importlib.import_module("sntheory.lab.train")
     run = train.load_run(path, step=step)
     images = run.data.images
