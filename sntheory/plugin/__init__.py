@@ -1,0 +1,23 @@
+"""Plug-in normalizers: the contract (:mod:`.contract`) and the sanity battery (:mod:`.battery`).
+
+>>> from sntheory.plugin import try_normalizer, format_summary
+>>> result = try_normalizer("mypkg.norms:my_norm", profile="quick", out="try-my-norm")  # doctest: +SKIP
+>>> print(format_summary(result))                                                       # doctest: +SKIP
+
+``sntheory try mypkg.norms:my_norm [--profile quick|full] [--out DIR] [--seed N]`` does the same
+from the shell (:mod:`sntheory.cli_try`).
+"""
+from .battery import (BASELINES, PROFILES, BatteryConfig, BatteryResult, Entry,
+                      baseline_entries, format_summary, run_battery, try_normalizer,
+                      write_battery)
+from .contract import (GEOMETRY_KEYWORDS, FunctionParametrization, NormalizerContractError,
+                       NormalizerContractTypeError, PluginNormalizer, load_normalizer,
+                       module_geometry, register_normalizer, registered_normalizers,
+                       unregister_normalizer, validate_normalizer)
+
+__all__ = ["GEOMETRY_KEYWORDS", "FunctionParametrization", "NormalizerContractError",
+           "NormalizerContractTypeError", "PluginNormalizer", "load_normalizer",
+           "module_geometry", "register_normalizer", "registered_normalizers",
+           "unregister_normalizer", "validate_normalizer",
+           "BASELINES", "PROFILES", "BatteryConfig", "BatteryResult", "Entry", "baseline_entries",
+           "format_summary", "run_battery", "try_normalizer", "write_battery"]
