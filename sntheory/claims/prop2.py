@@ -180,8 +180,11 @@ def _log_factors(n_layers: int, kind: str, rng: np.random.Generator, log_sd: flo
         logc = rng.standard_normal(n_layers) * log_sd
     elif kind == "spread":           # log c evenly over [-decades, decades] (base 10), permuted
         logc = rng.permutation(np.linspace(-1.0, 1.0, n_layers)) * decades * math.log(10)
-    else:                            # "alternating": c = 10^{+-decades}
-        logc = np.array([(-1.0) ** i for i in range(n_layers)]) * decades * math.log(10)
+    else:                            # "alternating": c = 10^{+-decades} (the last 1 if L is odd)
+        signs = np.array([(-1.0) ** i for i in range(n_layers)])
+        if n_layers % 2:
+            signs[-1] = 0.0
+        logc = signs * decades * math.log(10)
     return logc - logc.mean()
 
 
@@ -209,7 +212,7 @@ def rescaling_draws(n_layers: int, *, seed: int, n_draws: int,
     """Seeded factors ``c`` (positive, ``prod c = 1``): ``n_draws`` log-normal draws whose log-sd
     cycles through ``log_sds``, then (``extreme``) two draws spanning ``10^-d .. 10^d``
     (``d = extreme_decades``): ``log10 c`` evenly spread over ``[-d, d]`` in random order, and
-    alternating ``10^{+d}, 10^{-d}, ...``. ``stream`` selects an independent stream for the same
+    alternating ``10^{+d}, 10^{-d}, ...`` (the last factor 1 when ``L`` is odd). ``stream`` selects an independent stream for the same
     seed (P2 uses 0, T1 1 and 2). Returns ``[(kind, c), ...]``."""
     seed = require_seed(seed)
     n_layers = require_positive_int("n_layers", n_layers)
