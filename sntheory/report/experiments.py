@@ -151,7 +151,8 @@ class RunContext:
     device asked for (``cpu``/``cuda``; kinds that cannot use it run on the CPU and say so).
     ``cache_dir``: root of the Monte Carlo :class:`~sntheory.monte_carlo.ResultStore` (``None``: no
     store). ``workers``: processes a kind may use. ``progress``/``tqdm_position``: where a kind
-    draws its progress bar (the runner's bar over experiments is at position 0).
+    draws its progress bar (the runner's bar over experiments is at position 0). ``experiment``
+    and ``claim``: the config's name and claim label.
     """
 
     seed: int
@@ -162,6 +163,7 @@ class RunContext:
     progress: bool = True
     tqdm_position: int = 1
     experiment: str = ""
+    claim: str = ""
 
     def store(self):
         """The resumable Monte Carlo store under ``cache_dir`` (or ``None``)."""
@@ -424,6 +426,12 @@ def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     data = read_toml(path)
     allowed = ("experiment", "quick", "full", "smoke")
+    if "experiment" not in data:
+        raise ValueError(f"{path}: not a `sntheory report` experiment config: it has no "
+                         f"[experiment] table (found {sorted(data)}). Every "
+                         f"experiments/<name>/config.toml needs [experiment], [full] and [quick] "
+                         f"(see sntheory/report/experiments.py); a config for another command "
+                         f"belongs in a file of another name")
     for key in data:
         if key not in allowed:
             raise ValueError(f"{path}: unknown top-level key or table {key!r}; allowed tables: "

@@ -348,7 +348,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, profile: st
         ctx = RunContext(seed=config.seed, profile=profile, device=device,
                          cache_dir=Path(cache_dir) if cache_dir is not None else None,
                          workers=workers, progress=progress, tqdm_position=tqdm_position,
-                         experiment=config.name)
+                         experiment=config.name, claim=config.claim)
         output = _validate_output(kind.run(params, tmp, ctx), kind.name, tmp)
         wall_s = time.perf_counter() - started
         where = f"experiment {config.name!r}"
