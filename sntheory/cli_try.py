@@ -57,16 +57,20 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="multiply the raw initialization's standard deviation by G (default 1)")
     p.add_argument("--baselines", default=None, metavar="LIST",
                    help=f"comma-separated baselines (default: all of {','.join(BASELINES)})")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="settings",
+                   help="override a battery setting of the profile (repeatable; VALUE as JSON), "
+                        "e.g. --set variance_samples=48 --set 'depths=[2,4,8]'; names: the "
+                        "fields of sntheory.plugin.BatteryConfig")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
     return p
 
 
-def parse_option(text: str) -> tuple[str, object]:
+def parse_option(text: str, *, flag: str = "--option") -> tuple[str, object]:
     """``NAME=VALUE`` -> ``(NAME, value)``, VALUE as JSON if it parses, else the string."""
     name, sep, value = text.partition("=")
     if not sep or not name.strip().isidentifier():
-        raise ValueError(f"`--option` must be NAME=VALUE with NAME a Python identifier, got "
+        raise ValueError(f"`{flag}` must be NAME=VALUE with NAME a Python identifier, got "
                          f"{text!r}")
     try:
         parsed = json.loads(value)
@@ -95,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
         if args.seed < 0:
             raise ValueError(f"`--seed` must be an integer >= 0, got {args.seed}")
         settings = {}
+        for text in args.settings:
+            name, value = parse_option(text, flag="--set")
+            settings[name] = tuple(tuple(v) if isinstance(v, list) else v for v in value) \
+                if isinstance(value, list) else value
         if args.baselines is not None:
             settings["baselines"] = tuple(b.strip() for b in args.baselines.split(",")
                                           if b.strip())

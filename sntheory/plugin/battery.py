@@ -78,6 +78,7 @@ row names the failure it flags in ``extra["flags"]``.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import csv
 import json
 import math
@@ -590,7 +591,7 @@ def _discriminator_layers(cfg: BatteryConfig) -> list[dict]:
 def _layer_norm(weight: torch.Tensor, layer: dict, rtol: float) -> tuple[float, float, float]:
     """``(lower, value, upper)`` of ``||w~||_sp`` (conv: certified interval) or ``||W||_sp``."""
     if layer["kind"] == "conv":
-        res = conv_operator_norm(weight.numpy(), layer["conv_geometry"], rtol=rtol)
+        res = conv_operator_norm(weight.numpy(), layer["conv_geometry"], rtol=rtol, threads=None)
         return float(res.lower), float(res.value), float(res.upper)
     sigma = float(torch.linalg.matrix_norm(weight, 2))
     return sigma * (1 - 1e-12), sigma, sigma * (1 + 1e-12)
@@ -1192,3 +1193,169 @@ def format_summary(result: BatteryResult) -> str:
                  f"{s['plugin']}: no failure flagged (controls exploding and vanishing signals "
                  f"in every test)")
     return "\n".join(lines)
+
+
+# ---- the report kind "plugin-battery" ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class PluginBatteryParams:
+    """Parameters of the ``plugin-battery`` experiment kind (``sntheory report``).
+
+    ``normalizer``: the spec (a file path relative to the working directory or to the sntheory
+    checkout, an import path, or a built-in name). ``battery_profile``: the
+    :class:`BatteryConfig` profile to start from; every other field, when given, overrides that
+    profile's value (shapes as ``"16x16,64x256"`` / ``"32x16x3x3,64x64x3x3"``).
+    """
+
+    normalizer: str = "snw"
+    battery_profile: str = "quick"
+    layer_scale: float | None = None
+    init: str | None = None
+    init_gain: float | None = None
+    baselines: tuple[str, ...] | None = None
+    variance_samples: int | None = None
+    dense_shapes: str | None = None
+    conv_shapes: str | None = None
+    depths: tuple[int, ...] | None = None
+    stacks: tuple[str, ...] | None = None
+    dense_width: int | None = None
+    conv_width: int | None = None
+    conv_image: int | None = None
+    depth_nets: int | None = None
+    depth_batch: int | None = None
+    net_image_size: int | None = None
+    net_width: int | None = None
+    lipschitz_scales: tuple[float, ...] | None = None
+    factor_k: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.normalizer, str) or not self.normalizer.strip():
+            raise ValueError(f"`normalizer` must be a non-empty spec, got {self.normalizer!r}")
+        if self.layer_scale is not None:
+            require_positive_float("layer_scale", self.layer_scale)
+        self.config()  # every other value is checked by BatteryConfig
+
+    def config(self) -> BatteryConfig:
+        from ..claims.base import parse_shapes
+        from ..claims.thm3 import parse_kernels
+
+        overrides = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("normalizer", "battery_profile", "layer_scale") or value is None:
+                continue
+            if f.name == "dense_shapes":
+                value = tuple(parse_shapes(value, name="dense_shapes"))
+            elif f.name == "conv_shapes":
+                value = tuple(parse_kernels(value, name="conv_shapes"))
+            overrides[f.name] = value
+        return BatteryConfig.from_profile(self.battery_profile, **overrides)
+
+
+def _resolve_spec(spec: str) -> str:
+    """A relative file spec that does not exist from the working directory is looked up in the
+    sntheory checkout (where ``experiments/`` lives)."""
+    if ":" not in spec:
+        return spec
+    left, attr = spec.rsplit(":", 1)
+    if not (left.endswith(".py") or "/" in left) or Path(left).is_absolute() or Path(left).exists():
+        return spec
+    candidate = Path(__file__).resolve().parents[2] / left
+    return f"{candidate}:{attr}" if candidate.is_file() else spec
+
+
+def report_records(result: BatteryResult) -> list[dict]:
+    """Flat, scalar-valued records (no run times) for the report's ``records.csv``."""
+    out = []
+    for r in result.records["variance"]:
+        out.append({"part": "variance", "normalizer": r["normalizer"], "kind": r["kind"],
+                    "setting": "x".join(map(str, r["shape"])), "fan_in": r["fan_in"],
+                    "fan_out": r["fan_out"], "value": r["var"], "ci_low": r["ci_low"],
+                    "ci_high": r["ci_high"], "var_x_fan_in": r["var"] * r["fan_in"],
+                    "in_hypotheses": r["in_hypotheses"]})
+    cfg_depth = max(len(r["log_forward"]) for r in result.records["depth"])
+    for label in result.summary["entries"]:
+        for stack in sorted({r["stack"] for r in result.records["depth"]}):
+            recs = [r for r in result.records["depth"]
+                    if r["normalizer"] == label and r["stack"] == stack]
+            for direction in ("forward", "backward"):
+                est = _gain_estimate(recs, f"log_{direction}", cfg_depth)
+                low, high = est.ci(0.95)
+                out.append({"part": "depth", "normalizer": label, "kind": stack,
+                            "setting": f"{direction}, depth {cfg_depth}",
+                            "value": math.exp(est.value), "ci_low": math.exp(low),
+                            "ci_high": math.exp(high)})
+    for r in result.records["lipschitz"]:
+        out.append({"part": "lipschitz", "normalizer": r["normalizer"], "kind": "cifar-cnn",
+                    "setting": r["probe"], "value": r["product"], "ci_low": r["product_lower"],
+                    "ci_high": r["product_upper"], "budget": r["budget"]})
+    return out
+
+
+def report_summary(result: BatteryResult) -> str:
+    """A Markdown paragraph: what the battery flags for the plug-in and for the baselines."""
+    s = result.summary
+    plugin = s["entries"][s["plugin"]]
+    flags = sorted({f.split(" [")[0] for f in plugin["flagged"]})
+    head = (f"**{s['plugin']}**: " + ("flagged -- " + "; ".join(flags) if flags else
+                                       "no failure flagged: it controls exploding and vanishing "
+                                       "signals in every test") + ".")
+    fit = plugin["fit"]["dense"]
+    lines = [head,
+             f"Its dense variance law is Var ~ {fit['C']:.3g} fan_in^-{fit['a']['estimate']:.2f} "
+             f"fan_out^-{fit['b']['estimate']:.2f} (closest reference: "
+             f"{plugin['laws']['closest']}); per-layer signal factors: "
+             + ", ".join(f"{k} {v:.2f}" for k, v in plugin["per_layer_gain"].items()
+                         if k.endswith("forward")) + "."]
+    refs = [f"{label} ({', '.join(sorted({f.split(' (')[0] for f in e['flagged']})) or 'clean'})"
+            for label, e in s["entries"].items() if e["role"] != "plugin"]
+    lines.append("Baselines: " + "; ".join(refs) + ". Frobenius normalization and the "
+                 "initializations without a normalizer are negative controls "
+                 "(OUTSIDE-HYPOTHESES): they show the checks can fail.")
+    return " ".join(lines)
+
+
+_CAPTIONS = {
+    "variance": "Var(w_bar) * fan_in of normalized Gaussian weights against fan_in (95% CI), dense "
+                "(left) and conv (right); grey band: the criterion [1/k, k] around LeCun's "
+                "1/fan_in; hollow markers: shapes with out > fan_in (outside the criterion). The "
+                "plug-in is the star.",
+    "depth": "log10 of the forward (solid) and backward (dashed) signal ratio against depth, mean "
+             "over random networks; grey band: the per-layer criterion gamma_lo^d .. gamma_hi^d. "
+             "A line leaving the band through the bottom is a vanishing signal, through the top "
+             "an exploding one.",
+    "lipschitz": "log10 of prod_l ||w~_l|| (exact operator norms) of the lab CIFAR discriminator "
+                 "for each probe of raw weights; red: the budget B = prod s alpha_l, blue: 1/B.",
+}
+
+
+def run_report_kind(params: PluginBatteryParams, out_dir: Path, ctx) -> object:
+    """``run`` of the ``plugin-battery`` kind: the battery on ``params.normalizer``, its rows
+    (experiment = the experiment's name), figures, flat records and a summary."""
+    from ..report.experiments import ExperimentOutput, Figure
+
+    plugin = load_normalizer(_resolve_spec(params.normalizer), layer_scale=params.layer_scale)
+    result = run_battery(plugin, config=params.config(), seed=ctx.seed, out=out_dir)
+    rows = [ClaimRow.from_dict({**r.to_dict(), "experiment": ctx.experiment or EXPERIMENT})
+            for r in result.rows]
+    figures = [Figure(path.name, _CAPTIONS[name]) for name, path in result.figures.items()
+               if name in _CAPTIONS]
+    return ExperimentOutput(rows=rows, figures=figures, records=report_records(result),
+                            summary=report_summary(result), device="cpu")
+
+
+def register_report_kind():
+    """Register the ``plugin-battery`` kind with ``sntheory report`` (idempotent)."""
+    from ..report.experiments import ExperimentKind, register_kind
+
+    return register_kind(ExperimentKind(
+        EXPERIMENT, PluginBatteryParams, run_report_kind,
+        description="sanity battery of a weight normalizer: variance law, signal propagation, "
+                    "Lipschitz control, beside SNw/BSN/BSSN and negative controls"),
+        replace=True)
+
+
+# The report framework lists this module in KIND_MODULES; importing it registers the kind. The
+# presence check keeps sntheory.plugin importable where the report package is not installed.
+if importlib.util.find_spec("sntheory.report.experiments") is not None:
+    PLUGIN_BATTERY_KIND = register_report_kind()
