@@ -553,7 +553,8 @@ def test_outputs_carry_provenance(tmp_path, snw_run):
 def test_geomean_example_against_svd_reference():
     from importlib import util
 
-    spec = util.spec_from_file_location("geomean_example", "experiments/try_example/geomean_norm.py")
+    spec = util.spec_from_file_location("geomean_example",
+                                        "experiments/try_example/geomean_norm.py")
     module = util.module_from_spec(spec)
     spec.loader.exec_module(module)
     w = np.random.default_rng(0).standard_normal((6, 3, 3, 3))
@@ -578,6 +579,8 @@ SETS = [f"--set={k}={json.dumps(v)}" for k, v in TINY.items() if k != "baselines
 
 def test_cli_runs_the_readme_example(tmp_path, capsys):
     """The README's command (``sntheory try <example> --out DIR``) on tiny settings."""
+    readme = open("experiments/try_example/README.md").read()
+    assert f"sntheory try {EXAMPLE} --out try-geomean" in readme
     code = _cli([EXAMPLE, "--out", str(tmp_path / "geomean"), "--seed", "0", "--quiet",
                  "--baselines", "snw", *SETS])
     out = capsys.readouterr().out

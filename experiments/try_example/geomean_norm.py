@@ -1,18 +1,20 @@
-"""Example plug-in for ``sntheory try``: divide a conv kernel by the geometric mean of its two
-reshaped spectral norms.
+"""Example plug-in for ``sntheory try``: divide a conv kernel by the geometric mean of its
+two reshaped spectral norms.
 
-The idea. SNw divides a kernel ``w`` (``c_out x c_in x kh x kw``) by ``||w^||``, the spectral norm of
-the ``c_out x (c_in kh kw)`` reshape; BSN divides by the *arithmetic* mean
+The idea. SNw divides a kernel ``w`` (``c_out x c_in x kh x kw``) by ``||w^||``, the spectral
+norm of the ``c_out x (c_in kh kw)`` reshape; BSN divides by the *arithmetic* mean
 ``(||w^|| + ||w^'||) / 2`` of that norm and the norm of the transposed reshape ``w^'``
-(``c_in x (c_out kh kw)``), which makes the variance of the normalized entries ~ 1/(fan_in + fan_out),
-Xavier's law (Theorem 3). What does the *geometric* mean ``sqrt(||w^|| ||w^'||)`` do?
+(``c_in x (c_out kh kw)``), which makes the variance of the normalized entries
+~ 1/(fan_in + fan_out), Xavier's law (Theorem 3). What does the *geometric* mean
+``sqrt(||w^|| ||w^'||)`` do?
 
 Expectation, from Theorem 2's asymptotics ``||A||_sp ~ sqrt m + sqrt n`` for ``m x n`` Gaussian
 matrices: ``||w^|| ~ sqrt(c_out) + sqrt(c_in k)`` and ``||w^'|| ~ sqrt(c_in) + sqrt(c_out k)``
 (``k = kh kw``). The geometric mean never exceeds the arithmetic one (AM-GM), so the weights come
-out slightly *larger* than BSN's -- by at most a factor ``(x + y) / (2 sqrt(x y))``, which is 1 for
-square kernels and about 1.17 for the 3 -> 64 first layer of a CIFAR discriminator. A dense
-weight has ``||W^T|| = ||W||``, so on dense layers the idea is exactly SNw.
+out slightly *larger* than BSN's, by the factor ``(x + y) / (2 sqrt(x y))`` with ``x = ||w^||``,
+``y = ||w^'||``: 1 for square kernels, about 1.06 for the 3 -> 64 3x3 first layer of a CIFAR
+discriminator (x ~ 13.2, y ~ 25.7). A dense weight has ``||W^T|| = ||W||``, so on dense layers the
+idea is exactly SNw.
 
 The function below is a *plain function* plug-in: ``weight -> normalized weight``, with the layer
 kind as an optional keyword (the battery passes ``kind="conv"`` or ``kind="linear"``). Try it::

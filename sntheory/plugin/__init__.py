@@ -1,8 +1,8 @@
 """Plug-in normalizers: the contract (:mod:`.contract`) and the sanity battery (:mod:`.battery`).
 
 >>> from sntheory.plugin import try_normalizer, format_summary
->>> result = try_normalizer("mypkg.norms:my_norm", profile="quick", out="try-my-norm")  # doctest: +SKIP
->>> print(format_summary(result))                                                       # doctest: +SKIP
+>>> result = try_normalizer("mypkg.norms:my_norm", out="try-my-norm")  # doctest: +SKIP
+>>> print(format_summary(result))                                      # doctest: +SKIP
 
 ``sntheory try mypkg.norms:my_norm [--profile quick|full] [--out DIR] [--seed N]`` does the same
 from the shell (:mod:`sntheory.cli_try`).

@@ -4,8 +4,9 @@
 beside the baselines -- SNw, BSN, BSSN (scale 1.75), Frobenius normalization, and LeCun / Xavier /
 Kaiming initialization without normalization -- to three tests that need no training. Every entry
 sees the *same* raw random numbers (common random numbers: differences between entries are not
-sampling noise); the raw weights of the normalizers are Gaussian with LeCun's variance ``1/fan_in``
-(``init``, ``init_gain`` change that for the plug-in), those of the init baselines follow their rule.
+sampling noise); the raw weights of the normalizers are Gaussian with LeCun's variance
+``1/fan_in`` (``init``, ``init_gain`` change that for the plug-in), those of the init baselines
+follow their rule.
 
 1. Variance law. For each shape of a sweep of dense matrices ``(out, in)`` and conv kernels
    ``(c_out, c_in, kh, kw)`` (``fan_in = c_in kh kw``, ``fan_out = c_out kh kw``), ``n`` raw weights
@@ -18,13 +19,16 @@ sampling noise); the raw weights of the normalizers are Gaussian with LeCun's va
    (standard errors from the residuals, ``t`` on ``shapes - 3`` degrees of freedom).
 
    *Verdicts.* ``variance-low`` / ``variance-high``: ``1/k <= Var * fan_in <= k`` (``k`` =
-   ``factor_k``, default 10) on every shape with ``fan_in >= out`` -- T2's regime, where SN's variance
-   ``~ 1/(sqrt m + sqrt n)^2`` is within ``[1/4, 1]`` of LeCun's; shapes with ``out > fan_in``
-   (where any ``1/max``-type normalizer sits below LeCun by ``fan_in/out``) are reported beside as
-   outside the hypotheses. ``width-fast`` / ``width-slow``: ``|a + b - 1| <= width_band`` (0.25):
-   every initialization rule and T2's law are homogeneous of degree -1 in the layer size; a
-   larger ``a + b`` (Frobenius: 2) means the weights shrink faster than ``1/width`` and wide
-   networks lose their signal, a smaller one that they blow up.
+   ``factor_k``, default 10) on every shape with ``fan_in >= out`` -- T2's regime, where SN's
+   variance ``~ 1/(sqrt m + sqrt n)^2`` is within ``[1/4, 1]`` of LeCun's; shapes with
+   ``out > fan_in`` (where any ``1/max``-type normalizer sits below LeCun by ``fan_in/out``) are
+   reported beside as outside the hypotheses. ``width-fast`` / ``width-slow``:
+   ``|a + b - 1| <= width_band`` (0.25) for the law fitted to the dense shapes: every
+   initialization rule and T2's law are homogeneous of degree -1 in the layer size; a larger
+   ``a + b`` (Frobenius: 2) means the weights shrink faster than ``1/width`` and wide networks lose
+   their signal, a smaller one that they blow up. (The conv fit is reported, not judged: with
+   mixed kernel sizes the power law is misspecified, SNw's variance depending on
+   ``c_out = fan_out / k`` rather than on ``fan_out``.)
 
 2. Signal propagation at initialization. Stacks of ``D`` (up to ``max(depths)``) bias-free layers
    ``h_l = act(W_l h_{l-1})`` -- dense ``width x width`` and conv 3x3/s1 ``c -> c`` with 'same'
@@ -235,9 +239,9 @@ PROFILES: dict[str, dict] = {
                          (512, 512)),
         "conv_shapes": ((64, 3, 3, 3), (16, 3, 3, 3), (32, 16, 3, 3), (64, 32, 3, 3),
                         (64, 64, 3, 3), (128, 128, 3, 3), (256, 128, 3, 3), (32, 32, 4, 4),
-                        (64, 32, 4, 4), (128, 128, 4, 4), (256, 256, 4, 4), (128, 32, 1, 1),
+                        (64, 32, 4, 4), (128, 128, 4, 4), (128, 64, 4, 4), (128, 32, 1, 1),
                         (32, 64, 1, 1), (16, 32, 5, 5)),
-        "variance_samples": 64,
+        "variance_samples": 32,
         "dense_width": 256, "conv_width": 32, "conv_image": 16,
         "depth_nets": 12, "depth_batch": 16,
         "net_image_size": 32, "net_width": 64,
@@ -330,9 +334,9 @@ def _normalized(entry: Entry, raw: torch.Tensor, geometry: dict, where: str) -> 
         raise NormalizerContractError(f"{what} raised {type(exc).__name__}: {exc}",
                                       "raised") from exc
     if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-        raise NormalizerContractTypeError(f"{what} returned {type(out).__name__}"
-                                          f"{'' if not isinstance(out, torch.Tensor) else ' of dtype ' + str(out.dtype)}"
-                                          f", not a floating-point tensor", "not-a-tensor")
+        dtype = f" of dtype {out.dtype}" if isinstance(out, torch.Tensor) else ""
+        raise NormalizerContractTypeError(f"{what} returned {type(out).__name__}{dtype}, not a "
+                                          f"floating-point tensor", "not-a-tensor")
     if out.shape != raw.shape:
         raise NormalizerContractError(f"{what} returned shape {tuple(out.shape)}", "shape")
     out = out.detach().to(torch.float64)
@@ -591,7 +595,8 @@ def _discriminator_layers(cfg: BatteryConfig) -> list[dict]:
 def _layer_norm(weight: torch.Tensor, layer: dict, rtol: float) -> tuple[float, float, float]:
     """``(lower, value, upper)`` of ``||w~||_sp`` (conv: certified interval) or ``||W||_sp``."""
     if layer["kind"] == "conv":
-        res = conv_operator_norm(weight.numpy(), layer["conv_geometry"], rtol=rtol, threads=None)
+        res = conv_operator_norm(weight.numpy(), layer["conv_geometry"], rtol=rtol,
+                                 threads=None)  # run_battery sets the threads
         return float(res.lower), float(res.value), float(res.upper)
     sigma = float(torch.linalg.matrix_norm(weight, 2))
     return sigma * (1 - 1e-12), sigma, sigma * (1 + 1e-12)
@@ -773,9 +778,9 @@ def battery_rows(entry: Entry, cfg: BatteryConfig, variance: Sequence[dict], fit
             ("slow", "lower", 1 - cfg.width_band,
              "variance shrinks slower than 1/width (exploding in wide layers)")):
         c = width_checks[side][0]
-        rows.append(_row(entry, f"width-{side}", setting=f"variance law fit, "
-                         f"{fit['n_shapes']} dense shapes", statement=(f"fitted a + b <= {bound:g}" if side == "fast"
-                                               else f"fitted a + b >= {bound:g}"),
+        rows.append(_row(entry, f"width-{side}",
+                         setting=f"variance law fit, {fit['n_shapes']} dense shapes",
+                         statement=f"fitted a + b {'<=' if side == 'fast' else '>='} {bound:g}",
                          hypotheses="log Var = log C - a log fan_in - b log fan_out, least "
                                     "squares; every init rule and T2 have a + b = 1",
                          flags=flags, bound=bound, measured=c.estimate.value,
@@ -789,14 +794,16 @@ def battery_rows(entry: Entry, cfg: BatteryConfig, variance: Sequence[dict], fit
         act_text = "ReLU" if act == "relu" else "leaky ReLU 0.1"
         bound = math.log(g_lo) if failure == "vanishing" else math.log(g_hi)
         gamma = math.exp(c.estimate.value)
+        gamma_bound = g_lo if failure == "vanishing" else g_hi
+        what = "gradients" if direction == "backward" else "activations"
         rows.append(_row(
             entry, f"{direction}-{failure}",
             setting=f"{kind} stack, {act_text}, depth {d_max}",
             statement=(f"no {failure} {direction} signal at depth {d_max}: per-layer log gain "
-                       f"{'>=' if failure == 'vanishing' else '<='} log({(g_lo if failure == 'vanishing' else g_hi):.4g})"),
+                       f"{'>=' if failure == 'vanishing' else '<='} log({gamma_bound:.4g})"),
             hypotheses=f"bias-free {kind} stack at initialization, {cfg.depth_nets} random "
                        f"networks, Gaussian inputs",
-            flags=f"{failure} {direction} signal ({'gradients' if direction == 'backward' else 'activations'})",
+            flags=f"{failure} {direction} signal ({what})",
             bound=bound, measured=c.estimate.value, ci=c.estimate.ci(0.95),
             direction="lower" if failure == "vanishing" else "upper", verdict=c.verdict,
             note=f"per-layer factor {gamma:.3g}; over {d_max} layers {gamma ** d_max:.3g}",
@@ -807,9 +814,9 @@ def battery_rows(entry: Entry, cfg: BatteryConfig, variance: Sequence[dict], fit
     worst_lo = min(lip, key=lambda r: r["product"])
     gauss = next((r for r in lip if r["probe"] == "gaussian x1"), lip[0])
     lip_hyp = (f"lab cifar-cnn discriminator ({lip[0]['n_layers']} layers, "
-               f"{cfg.net_image_size}x{cfg.net_image_size}, width {cfg.net_width}), leaky ReLU 0.1, "
-               f"no biases; probes: Gaussian x{', x'.join(f'{s:g}' for s in cfg.lipschitz_scales)}"
-               f" and the constant kernel")
+               f"{cfg.net_image_size}x{cfg.net_image_size}, width {cfg.net_width}), leaky ReLU "
+               f"0.1, no biases; probes: Gaussian "
+               f"x{', x'.join(f'{s:g}' for s in cfg.lipschitz_scales)} and the constant kernel")
     rows.append(_row(
         entry, "lipschitz-exploding", setting="Lipschitz bound, every probe",
         statement=f"prod_l ||w~_l|| <= prod_l s alpha_l = {budget:.4g} (s = "
@@ -1181,8 +1188,9 @@ def format_summary(result: BatteryResult) -> str:
         g = next(iter(gains.values()))
         flagged = sorted({f.split(" (")[0] for f in e["flagged"]})
         tag = {"plugin": " *", "reference": "", "control": " (ctrl)"}[e["role"]]
-        lines.append(f"  {label + tag:<22} {v['HOLDS']:>5} {v['VIOLATED']:>5} {v['INCONCLUSIVE']:>5}  "
-                     f"{e['laws']['closest']:<12} {e['fit']['dense']['a_plus_b']['estimate']:>7.3f}   "
+        a_plus_b = e["fit"]["dense"]["a_plus_b"]["estimate"]
+        lines.append(f"  {label + tag:<22} {v['HOLDS']:>5} {v['VIOLATED']:>5} "
+                     f"{v['INCONCLUSIVE']:>5}  {e['laws']['closest']:<12} {a_plus_b:>7.3f}   "
                      f"{g:>10.3g}          {'; '.join(flagged) or '-'}")
     lines.append(f"  gain/layer*: per-layer amplitude factor, {first_stack}; *: the plug-in; "
                  f"(ctrl): negative control, expected to be flagged")
