@@ -19,11 +19,13 @@ import torch
 
 from sntheory.claims import prop2, thm1
 from sntheory.claims.prop2 import (UNIT_ROUNDOFF, check_prop2, check_prop2_run,
-                                   envelope_output, exact_product_error, float64_snapshot,
-                                   forward_roundoff_bound, p2_deviation, rescaling_draws)
+                                   exact_product_error, float64_snapshot, forward_trace,
+                                   layer_gammas, output_roundoff_bound, p2_deviation,
+                                   rescaling_draws)
 from sntheory.claims.thm1 import (check_thm1, check_thm1_run, excess_ratio,
-                                  gradient_identity_errors, helmert_basis, layer_gradients,
-                                  layer_operator_norms, minimize_gradient_norm)
+                                  gradient_identity_errors, gradient_roundoff_bound,
+                                  helmert_basis, layer_gradients, layer_operator_norms,
+                                  minimize_gradient_norm)
 from sntheory.conv.dense import dense_operator_norm
 from sntheory.lab.nets import NetConfig, build_discriminator
 from sntheory.report.lab_figures import (prop2_figure, thm1_rescaling_figure,
@@ -71,9 +73,8 @@ def test_p2_homogeneous_bias_free_holds_to_roundoff(activation, arch):
     disc = _disc(arch=arch, activation=activation, bias=False, width=6, depth=2)
     result = check_prop2(disc, _batch(), seed=3, n_draws=3, controls=())
     inside = [r for r in result.records if r["in_hypotheses"]]
-    assert inside and all(r["max_dev_over_envelope"] <= r["roundoff_bound"] for r in inside)
-    # measured: a few u at most relative to the envelope (the bound is ~1e3 u)
-    assert max(r["dev_in_units_of_eps"] for r in inside) < 10
+    # measured: ~1e-3 of the round-off bound (a few u relative to max |D|)
+    assert inside and max(r["dev_over_bound"] for r in inside) < 0.1
     for row in result.rows:
         if row.hypotheses_hold:
             assert row.verdict == "HOLDS", row
@@ -124,7 +125,7 @@ def test_p2_synthetic_biases_for_bias_free_nets():
 
 def test_p2_catches_a_rescaling_whose_product_is_not_one():
     """Negative control of the tolerance itself: a product off by 1e-9 is flagged, so the
-    round-off bound (~1e-13 relative to the envelope) cannot hide a real deviation."""
+    round-off bound cannot hide a real deviation of that size."""
     disc = _disc(arch="mlp", bias=False, width=6)
     snap = float64_snapshot(disc)
     x = _batch().double()
@@ -136,25 +137,59 @@ def test_p2_catches_a_rescaling_whose_product_is_not_one():
     assert bad["max_rel_dev"] == pytest.approx(1e-9, rel=1e-3)
 
 
-def test_roundoff_bound_is_the_documented_formula_and_the_envelope_dominates():
-    disc = _disc()
-    L = disc.depth
-    # dcgan 8x8, width 4: K = 1*4*4, 4*4*4, 8*2*2 (dense fan-in)
-    ks = [16, 64, 32]
-    expected = sum((k + L + 3) * UNIT_ROUNDOFF / (1 - (k + L + 3) * UNIT_ROUNDOFF) for k in ks)
-    assert forward_roundoff_bound(disc) == pytest.approx(expected, rel=1e-15)
+def _longdouble_mlp(snap, x):
+    """Slow reference for an MLP: forward and backprop in numpy long double (64-bit mantissa on
+    x86, 2^11 times finer than float64; 'exact' for bounding float64 rounding)."""
+    ld = np.longdouble
+    slope = 0.1
+    ws = [w.numpy().astype(ld) for w in snap.weights]
+    bs = [b.numpy().astype(ld) for b in snap.biases]
+    h = x.flatten(1).numpy().astype(ld)
+    inputs, pres = [], []
+    for i, (w, b) in enumerate(zip(ws, bs)):
+        inputs.append(h)
+        pre = h @ w.T + b
+        pres.append(pre)
+        h = np.where(pre > 0, pre, slope * pre) if i < len(ws) - 1 else pre
+    z = h[:, 0]
+    grads = [None] * len(ws)
+    delta = np.ones((x.shape[0], 1), dtype=ld) / ld(x.shape[0])
+    for i in reversed(range(len(ws))):
+        grads[i] = delta.T @ inputs[i]
+        if i:
+            delta = (delta @ ws[i]) * np.where(pres[i - 1] > 0, ld(1), ld(slope))
+    return z, grads
+
+
+def test_roundoff_bounds_contain_the_float64_error_against_a_long_double_reference():
+    """The first-order bounds of prop2/thm1 against the actual float64 error of the output and of
+    the autograd gradients (reference: long double), on a wide MLP with biases."""
+    if np.finfo(np.longdouble).eps >= 1e-18:
+        pytest.skip("numpy long double is not extended precision on this platform")
+    cfg = NetConfig(arch="mlp", image_size=8, channels=1, width=96, depth=3, bias=True,
+                    activation="leaky_relu:0.1")
+    disc = build_discriminator(cfg, "none", seed=3)
     snap = float64_snapshot(disc)
-    x = _batch().double()
-    with torch.no_grad():
-        z = snap.disc.functional_forward(x, list(snap.weights), list(snap.biases))
-        env = envelope_output(snap, x, snap.weights, snap.biases, snap.activation)
-    assert torch.all(z.abs() <= env)
-    with torch.no_grad():   # softplus(0) = log 2: the envelope carries the offset
-        zs = snap.disc.functional_forward(x, list(snap.weights), list(snap.biases),
-                                          activation="softplus")
-        envs = envelope_output(snap, x, snap.weights, snap.biases,
-                               prop2.parse_activation("softplus"))
-    assert torch.all(zs.abs() <= envs)
+    x = _batch(n=32, seed=4).double()
+    trace = forward_trace(snap.disc, x, snap.weights, snap.biases, snap.activation)
+    assert torch.equal(trace.z, snap.disc.functional_forward(x, list(snap.weights),
+                                                             list(snap.biases)))
+    z_ref, g_ref = _longdouble_mlp(snap, x)
+    err = np.abs(trace.z.numpy().astype(np.longdouble) - z_ref).astype(float)
+    bound = output_roundoff_bound(snap.disc, trace).numpy()
+    assert np.all(err <= bound)
+    assert err.max() > 0 and np.max(err / bound) > 1e-5     # not vacuous: within 1e5 of it
+    grads = layer_gradients(snap, x, snap.weights, snap.biases)
+    sigma_up = [n["upper"] for n in layer_operator_norms(snap)]
+    gbound = gradient_roundoff_bound(snap.disc, trace, snap.weights, sigma_up, grads, 1.0)
+    for t, (g, ref) in enumerate(zip(grads, g_ref)):
+        gerr = float(np.sqrt(np.sum((g.numpy().astype(np.longdouble) - ref) ** 2)))
+        assert gerr <= gbound[t], t
+        assert gerr > 0 and gerr / gbound[t] > 1e-6, t
+    ks = [64, 96, 96, 96]
+    L = 4
+    assert layer_gammas(snap.disc) == pytest.approx(
+        [(k + L + 3) * UNIT_ROUNDOFF / (1 - (k + L + 3) * UNIT_ROUNDOFF) for k in ks], rel=1e-15)
 
 
 def test_rescaling_draws_are_seeded_positive_with_unit_product():
@@ -281,12 +316,13 @@ def test_gradient_identity_holds_with_scaled_biases_and_fails_unscaled():
     disc = _disc()
     snap = float64_snapshot(disc)
     x = _batch().double()
+    sigma_up = [n["upper"] for n in layer_operator_norms(snap)]
     for c in ([10.0, 1e-3, 100.0], [0.5, 3.0, 2.0 / 3.0]):
-        ok = gradient_identity_errors(snap, x, c, bias_mode="scaled")
-        assert all(e <= b for e, b in zip(ok["err_over_envelope"], ok["bound"]))
-        assert max(ok["rel_err"]) < 1e-12
-        bad = gradient_identity_errors(snap, x, c, bias_mode="unscaled")
-        assert max(e / b for e, b in zip(bad["err_over_envelope"], bad["bound"])) > 1e6
+        ok = gradient_identity_errors(snap, x, c, bias_mode="scaled", sigma_upper=sigma_up)
+        assert max(ok["err_over_bound"]) < 0.1       # measured ~1e-3
+        assert max(ok["rel_err"]) < 1e-13
+        bad = gradient_identity_errors(snap, x, c, bias_mode="unscaled", sigma_upper=sigma_up)
+        assert max(bad["err_over_bound"]) > 1e6
 
 
 # --------------------------------------------------------------------------------------------------
@@ -498,3 +534,19 @@ def test_figures_are_written(tmp_path, p2_biased, t1_leaky):
     with pytest.raises(TypeError, match="`results`"):
         thm1_scatter_figure(42, tmp_path / "y.png")
     assert thm1.CLAIM == "T1"
+
+
+def test_t1_with_every_unit_dead_is_inconclusive_not_a_crash(tmp_path):
+    """All first-layer units negative on non-negative inputs: every layer gradient is 0, the
+    infimum over rescalings is 0 and not attained; the check says so."""
+    disc = _disc(arch="mlp", activation="relu", bias=False, normalizer="none", width=6)
+    with torch.no_grad():
+        disc.layers[0].weight.copy_(-disc.layers[0].weight.abs())
+    x = _batch().abs()
+    result = check_thm1(disc, x, seed=0, n_rescalings=2)
+    assert [r.verdict for r in result.rows if r.extra["check"] != "identity"] == \
+        ["INCONCLUSIVE"] * 3
+    assert all("zero gradient" in r.note for r in result.rows if r.extra["check"] != "identity")
+    assert all(r["grad_is_zero"] for r in result.records if r["kind"] == "layer")
+    assert not [r for r in result.records if r["kind"] == "scatter"]
+    thm1_rescaling_figure(result, tmp_path / "dead.png")
