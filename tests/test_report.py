@@ -558,7 +558,7 @@ def test_rendering_escapes_orders_claims_and_counts(tmp_path):
     assert "**Overall verdict: VIOLATED**" in readme
     assert "3 HOLDS, 1 VIOLATED, 0 INCONCLUSIVE, 1 OUTSIDE-HYPOTHESES" in readme
     assert "&lt;script>alert(1)&lt;/script> \\| a&b" in readme
-    assert "bound fails in 1 of 1 (not counted)" in readme
+    assert "bound fails in 1 of 1 (not counted as failures)" in readme
     page = report.index.read_text()
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; | a&amp;b" in page
     assert page.count("data:image/png;base64,") == 4

@@ -474,19 +474,26 @@ def _ratio_summary(records: list[dict], rows: list[ClaimRow], control_rows: list
     parts = [f"{len(records)} geometries, {records[0]['n_kernels']} Gaussian kernels each. "
              f"In-hypothesis checks: {counts['HOLDS']} HOLDS, {counts['VIOLATED']} VIOLATED, "
              f"{counts['INCONCLUSIVE']} INCONCLUSIVE."]
-    fractions = [r["ratio"]["quantiles"]["max"] / r["alpha"] for r in records]
-    parts.append(f"Random kernels reach at most {_fmt(max(fractions), 3)} of `alpha`; medians "
-                 f"of `||w~||/||w^||` range over [{_fmt(min(r['ratio']['quantiles']['median'] for r in records), 3)}, "
-                 f"{_fmt(max(r['ratio']['quantiles']['median'] for r in records), 3)}].")
-    ones = max(records, key=lambda r: r["all_ones"]["fraction_of_alpha"])
-    parts.append(f"The all-ones kernel reaches {_fmt(ones['all_ones']['fraction_of_alpha'], 4)} "
-                 f"of `alpha` ({ones['params']['name']}): the bound is tight.")
-    adv = [r for r in records if "adversarial" in r]
-    if adv:
-        best = max(adv, key=lambda r: r["adversarial"]["fraction_of_alpha"])
-        parts.append(f"The adversarial search ({best['adversarial']['steps']} steps) gets to "
-                     f"{_fmt(best['adversarial']['fraction_of_alpha'], 4)} of `alpha` "
-                     f"({best['params']['name']}) and never beyond it.")
+    trivial = [r for r in records if r["alpha"] <= 1 + 1e-12]
+    spread = [r for r in records if r not in trivial]
+    if trivial:
+        parts.append(f"Where alpha = 1 ({', '.join(r['params']['name'] for r in trivial)}: every "
+                     f"input pixel is read once) the two norms agree, as they must.")
+    if spread:
+        fractions = [r["ratio"]["quantiles"]["max"] / r["alpha"] for r in spread]
+        medians = [r["ratio"]["quantiles"]["median"] for r in spread]
+        parts.append(f"Elsewhere random kernels reach at most {_fmt(max(fractions), 3)} of "
+                     f"`alpha`, with medians of `||w~||/||w^||` from {_fmt(min(medians), 3)} to "
+                     f"{_fmt(max(medians), 3)}.")
+        ones = max(spread, key=lambda r: r["all_ones"]["fraction_of_alpha"])
+        parts.append(f"The all-ones kernel reaches {_fmt(ones['all_ones']['fraction_of_alpha'], 4)} "
+                     f"of `alpha` ({ones['params']['name']}): the bound is tight.")
+        adv = [r for r in spread if "adversarial" in r]
+        if adv:
+            best = max(adv, key=lambda r: r["adversarial"]["fraction_of_alpha"])
+            parts.append(f"The adversarial search ({best['adversarial']['steps']} steps) gets to "
+                         f"{_fmt(best['adversarial']['fraction_of_alpha'], 4)} of `alpha` "
+                         f"({best['params']['name']}) and never beyond it.")
     if control_rows:
         failing = sum(r.extra["observed"] == "bound-fails" for r in control_rows)
         parts.append(f"Negative control `||w~|| <= ||w^||` (alpha dropped: what SNw implicitly "
@@ -496,19 +503,26 @@ def _ratio_summary(records: list[dict], rows: list[ClaimRow], control_rows: list
 
 
 @contextlib.contextmanager
-def _one_torch_thread():
-    """Run torch on one thread (restored afterwards). The adversarial search works on tensors of a
-    few thousand entries, where extra threads only add synchronisation: on this repository's busy
-    2-core machine 20 steps took 8.0 s with 2 threads and 0.47 s with one. One thread also fixes
-    the order of float sums, so the same seed gives the same numbers on any machine."""
+def _one_thread():
+    """Run torch and numba on one thread (both restored afterwards).
+
+    The adversarial search works on tensors of a few thousand entries, where extra threads only
+    add synchronisation: on this repository's busy 2-core machine 20 steps took 8.0 s with 2 torch
+    threads and 0.47 s with one. numba is pinned too because ``numba.set_num_threads`` (which
+    ``conv_operator_norm`` calls on the way out) resets torch's intra-op threads to numba's count.
+    One thread also fixes the order of float sums: the same seed gives the same numbers.
+    """
+    import numba
     import torch
 
-    before = torch.get_num_threads()
+    numba_before, torch_before = numba.get_num_threads(), torch.get_num_threads()
+    numba.set_num_threads(1)
     torch.set_num_threads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        numba.set_num_threads(numba_before)
+        torch.set_num_threads(torch_before)
 
 
 def run_ratio(params: RatioParams, out_dir: Path, ctx: RunContext) -> ExperimentOutput:
@@ -516,7 +530,7 @@ def run_ratio(params: RatioParams, out_dir: Path, ctx: RunContext) -> Experiment
     from .ratio_figure import plot_ratio
 
     cases = [_GEOMETRIES[name] for name in params.geometries]
-    with _one_torch_thread():
+    with _one_thread():
         result = ratio_claim.run(cases, n_kernels=params.n_kernels, seed=ctx.seed,
                                  adversarial_steps=params.adversarial_steps, alpha_fw=params.alpha,
                                  progress=ctx.progress)

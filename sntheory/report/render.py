@@ -207,8 +207,7 @@ class VerdictGroup:
         n = len(self.rows)
         if not self.inside:
             fails = sum(r.extra.get("observed") == "bound-fails" for r in self.rows)
-            return (f"OUTSIDE-HYPOTHESES: negative control, bound fails in {fails} of {n} "
-                    f"(not counted)")
+            return f"OUTSIDE-HYPOTHESES: bound fails in {fails} of {n} (not counted as failures)"
         count = sum(r.verdict == self.verdict for r in self.rows)
         return f"{self.verdict} ({count} of {n})"
 
