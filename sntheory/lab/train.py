@@ -313,6 +313,11 @@ class _Trainer:
         self.sampler = self.data.batches(t.batch_size, seed=derive_seed(seed, _BATCHES))
         self.step = 0
         self.probe_steps = frozenset(cfg.probe.steps(cfg.run.steps))
+        self.probe_timings: dict[str, float] = {}
+        self.probe_cache = None
+        if self._probing:
+            from .probes import OperatorNormCache
+            self.probe_cache = OperatorNormCache()  # warm starts: part of the checkpoint
 
     @property
     def _probing(self) -> bool:
@@ -393,7 +398,8 @@ class _Trainer:
         with torch.random.fork_rng(devices=devices), _mode(self.disc, self.disc.training):
             real, fake = self.probe_batches(step)
             records = probe_discriminator(self.disc, real, fake, step=step,
-                                          loss=self.cfg.train.loss, options=opts)
+                                          loss=self.cfg.train.loss, options=opts,
+                                          cache=self.probe_cache, timings=self.probe_timings)
         return list(records)
 
     def samples(self, step: int, path: Path) -> None:
@@ -411,7 +417,9 @@ class _Trainer:
         return {"version": CHECKPOINT_VERSION, "step": self.step, "config": self.cfg.to_dict(),
                 "disc": self.disc.state_dict(), "gen": self.gen.state_dict(),
                 "opt_d": self.opt_d.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "rng": rng, "sampler": self.sampler.state_dict(), "offsets": dict(offsets)}
+                "rng": rng, "sampler": self.sampler.state_dict(), "offsets": dict(offsets),
+                "probe_cache": None if self.probe_cache is None else
+                self.probe_cache.state_dict()}
 
     def load_state(self, state: dict, *, models_only: bool = False) -> None:
         self.disc.load_state_dict(state["disc"])
@@ -428,6 +436,8 @@ class _Trainer:
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.sampler.load_state_dict(state["sampler"])
+        if self.probe_cache is not None and state.get("probe_cache") is not None:
+            self.probe_cache.load_state_dict(state["probe_cache"])
 
 
 def _load_checkpoint(path: Path) -> dict:
@@ -611,6 +621,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
               "wall_s": wall, **timer,
               "steps_per_s": done / wall if wall > 0 else float("nan"),
               "train_steps_per_s": done / timer["train_s"] if timer["train_s"] > 0 else None,
+              "probe_parts_s": dict(trainer.probe_timings),
               "torch_threads": torch.get_num_threads()}
     with open(run_dir / "timings.jsonl", "a") as f:
         f.write(json.dumps(timing, sort_keys=True) + "\n")
@@ -653,8 +664,7 @@ def load_run(run_dir: str | Path, step: int | None = None, *, device: str = "cpu
                          f"{sorted(checkpoints)} only")
     state = _load_checkpoint(checkpoints[step])
     cfg = TrainConfig.from_dict(state["config"], source=str(checkpoints[step]))
-    cfg = cfg.replace_run(device=device)
-    trainer = _Trainer(cfg, resolve_device(device))
+    trainer = _Trainer(cfg, resolve_device(device))  # the config as trained; models on `device`
     trainer.load_state(state, models_only=True)
     trainer.disc.eval()
     trainer.gen.eval()
