@@ -291,17 +291,18 @@ def test_broken_normalizer_under_test_is_violated_and_exits_1(tmp_path, capsys):
     assert "VIOLATED" in capsys.readouterr().out
 
 
-def test_same_seed_same_numbers_and_another_seed_differs(tmp_path):
+@pytest.mark.parametrize("name", ["thm2", "ratio"])
+def test_same_seed_same_numbers_and_another_seed_differs(tmp_path, name):
     exps = tmp_path / "exps"
-    shutil.copytree(EXPERIMENTS / "thm2", exps / "thm2")
+    shutil.copytree(EXPERIMENTS / name, exps / name)
     runs = []
     for out in ("a", "b"):
         run_report(exps, tmp_path / out, profile="smoke", workers=1, progress=False)
-        runs.append(tmp_path / out / "thm2")
+        runs.append(tmp_path / out / name)
     assert (runs[0] / "records.csv").read_bytes() == (runs[1] / "records.csv").read_bytes()
     rows = [json.loads((r / "result.json").read_text())["rows"] for r in runs]
     assert rows[0] == rows[1]
-    config = exps / "thm2" / "config.toml"
+    config = exps / name / "config.toml"
     config.write_text(config.read_text().replace("seed = 0", "seed = 1"))
     report = run_report(exps, tmp_path / "a", profile="smoke", workers=1, progress=False)
     assert report.runs[0].status == "ran"            # a new seed is a new configuration

@@ -188,8 +188,9 @@ class RunContext:
 class ExperimentKind:
     """A family of experiments: a name, a parameters dataclass and a run function.
 
-    ``version`` enters the config hash: bump it when a change to the kind changes its numbers,
-    so finished results are recomputed. ``uses_device``: the requested device enters the hash too
+    ``version`` (an int or a short string) enters the config hash: change it when a change to the
+    kind (or to the code it drives) changes its numbers, figures or summary, so finished results
+    are recomputed. ``uses_device``: the requested device enters the hash too
     (kinds that always run on the CPU leave it False, so ``--device`` does not force a rerun).
     """
 
@@ -197,7 +198,7 @@ class ExperimentKind:
     params_type: type
     run: Callable[[Any, Path, RunContext], ExperimentOutput]
     description: str = ""
-    version: int = 1
+    version: int | str = 1
     uses_device: bool = False
 
     def __post_init__(self) -> None:

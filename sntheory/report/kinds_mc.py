@@ -572,12 +572,22 @@ def run_ratio(params: RatioParams, out_dir: Path, ctx: RunContext) -> Experiment
                             summary=_ratio_summary(result["records"], rows, control_rows))
 
 
+# A kind's version joins this module's revision and the claim module's CLAIM_VERSION, so a change
+# to either recomputes finished results instead of reusing them. Bump _REVISION when rows,
+# records, figures or summaries change here.
+_REVISION = 1
+
+
+def _version(claim_module) -> str:
+    return f"kinds_mc-{_REVISION}/{claim_module.CLAIM}-{claim_module.CLAIM_VERSION}"
+
+
 THM2_KIND = register_kind(ExperimentKind(
-    "thm2", Thm2Params, run_thm2,
+    "thm2", Thm2Params, run_thm2, version=_version(thm2),
     description="Theorem 2: Var of A/||A||_sp for random matrices against its bounds"))
 THM3_KIND = register_kind(ExperimentKind(
-    "thm3", Thm3Params, run_thm3,
+    "thm3", Thm3Params, run_thm3, version=_version(thm3),
     description="Theorem 3: Var of BSN-normalised random conv kernels against its bounds"))
 RATIO_KIND = register_kind(ExperimentKind(
-    "ratio", RatioParams, run_ratio,
+    "ratio", RatioParams, run_ratio, version=_version(ratio_claim),
     description="Claim R: ||w^|| <= ||w~|| <= alpha ||w^|| on conv geometries"))
