@@ -157,8 +157,8 @@ def test_config_round_trip_overrides_and_schedule():
 
 
 def test_experiment_configs_differ_only_in_normalizer_and_penalty():
-    sn = TrainConfig.from_toml(EXPERIMENT / "config.toml").to_dict()
-    nosn = TrainConfig.from_toml(EXPERIMENT / "config_nosn.toml").to_dict()
+    sn = TrainConfig.from_toml(EXPERIMENT / "train_sn.toml").to_dict()
+    nosn = TrainConfig.from_toml(EXPERIMENT / "train_nosn.toml").to_dict()
     assert sn["normalizer"]["name"] == "snw" and sn["train"]["gp_weight"] == 0.0
     assert nosn["normalizer"]["name"] == "none" and nosn["train"]["gp_weight"] > 0
     assert sn["train"]["loss"] == nosn["train"]["loss"] == "wgan"
@@ -167,7 +167,7 @@ def test_experiment_configs_differ_only_in_normalizer_and_penalty():
     assert sn == nosn
 
 
-@pytest.mark.parametrize("name", ["config.toml", "config_nosn.toml"])
+@pytest.mark.parametrize("name", ["train_sn.toml", "train_nosn.toml"])
 def test_experiment_configs_run(tmp_path, name):
     cfg = TrainConfig.from_toml(EXPERIMENT / name).with_overrides(
         {"run": {"steps": 2, "device": "cpu"}, "train": {"batch_size": 8},

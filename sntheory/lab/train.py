@@ -35,7 +35,8 @@ Run directory::
     probes.jsonl       one flat JSON record per (step, layer, batch) from probe_discriminator
     samples/           step_XXXXXXX.png (fixed latent), real.png
     checkpoints/       step_XXXXXXX.pt: models, optimizers, every RNG state, sampler state,
-                       byte offsets of losses.csv / probes.jsonl
+                       the probes' operator-norm warm starts, byte offsets of losses.csv /
+                       probes.jsonl
     timings.jsonl      one line per session: wall time, steps/s, time in probes / samples / I/O
 
 Checkpoints are written atomically (temporary file, fsync, ``os.replace``). Resuming loads the
