@@ -54,6 +54,11 @@ def _fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if math.isfinite(x) else "inf"
 
 
+def _pct(fraction: float) -> str:
+    """A fraction of a bound as a percentage with three decimals (99.998%, not a rounded 1)."""
+    return f"{100 * fraction:.3f}%"
+
+
 def _executor(workers: int):
     """One process pool for every sweep of an experiment (``None``: in-process)."""
     return make_executor(workers)
@@ -482,17 +487,17 @@ def _ratio_summary(records: list[dict], rows: list[ClaimRow], control_rows: list
     if spread:
         fractions = [r["ratio"]["quantiles"]["max"] / r["alpha"] for r in spread]
         medians = [r["ratio"]["quantiles"]["median"] for r in spread]
-        parts.append(f"Elsewhere random kernels reach at most {_fmt(max(fractions), 3)} of "
+        parts.append(f"Elsewhere random kernels reach at most {_pct(max(fractions))} of "
                      f"`alpha`, with medians of `||w~||/||w^||` from {_fmt(min(medians), 3)} to "
                      f"{_fmt(max(medians), 3)}.")
         ones = max(spread, key=lambda r: r["all_ones"]["fraction_of_alpha"])
-        parts.append(f"The all-ones kernel reaches {_fmt(ones['all_ones']['fraction_of_alpha'], 4)} "
+        parts.append(f"The all-ones kernel reaches {_pct(ones['all_ones']['fraction_of_alpha'])} "
                      f"of `alpha` ({ones['params']['name']}): the bound is tight.")
         adv = [r for r in spread if "adversarial" in r]
         if adv:
             best = max(adv, key=lambda r: r["adversarial"]["fraction_of_alpha"])
             parts.append(f"The adversarial search ({best['adversarial']['steps']} steps) gets to "
-                         f"{_fmt(best['adversarial']['fraction_of_alpha'], 4)} of `alpha` "
+                         f"{_pct(best['adversarial']['fraction_of_alpha'])} of `alpha` "
                          f"({best['params']['name']}) and never beyond it.")
     if control_rows:
         failing = sum(r.extra["observed"] == "bound-fails" for r in control_rows)
