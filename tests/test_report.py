@@ -13,12 +13,16 @@ import os
 import re
 import shutil
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from sntheory.cli_report import build_parser, run as cli_run
 from sntheory.monte_carlo.estimators import Estimate
