@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--rtol", type=float, default=1e-6,
                       help="relative accuracy of the operator norm (default 1e-6)")
     conv.add_argument("--json", metavar="PATH", help="write the rows here")
+    from .cli_report import register as register_report
+    register_report(sub)
     return parser
 
 
@@ -315,6 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_ratio(args)
     if args.command == "convnorm":
         return _run_convnorm(args)
+    if args.command == "report":
+        from .cli_report import run as run_report
+        return run_report(args)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -175,12 +175,19 @@ def _blas_threads(n):
     from threadpoolctl import threadpool_limits
     import numba
     old = numba.get_num_threads()
+    # numba.set_num_threads can reset torch's intra-op thread count (shared OpenMP runtime):
+    # remember it and put it back, or a caller's torch pinning is silently undone.
+    torch_old = torch.get_num_threads() if torch is not None else None
     try:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        if torch_old is not None:
+            torch.set_num_threads(torch_old)
         with threadpool_limits(limits=n):
             yield
     finally:
         numba.set_num_threads(old)
+        if torch_old is not None:
+            torch.set_num_threads(torch_old)
 
 
 @contextlib.contextmanager
