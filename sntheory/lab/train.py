@@ -500,6 +500,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
            stop_after: int | None) -> RunSummary:
     device = resolve_device(cfg.run.device)
     session_start = time.perf_counter()
+    cpu_start = time.process_time()
     utc_start = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.json"
@@ -616,10 +617,11 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
         probes_file.close()
 
     wall = time.perf_counter() - session_start
+    cpu = time.process_time() - cpu_start  # this process's CPU time: robust on a shared machine
     done = trainer.step - start
     timing = {"utc_start": utc_start, "start_step": start, "end_step": trainer.step,
               "steps": done, "device": str(device), "stopped_early": stopped,
-              "wall_s": wall, **timer,
+              "wall_s": wall, "cpu_s": cpu, **timer,
               "steps_per_s": done / wall if wall > 0 else float("nan"),
               "train_steps_per_s": done / timer["train_s"] if timer["train_s"] > 0 else None,
               "probe_parts_s": dict(trainer.probe_timings),
