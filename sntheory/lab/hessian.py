@@ -283,15 +283,24 @@ class _HVP:
                       for g, i in zip(grads, self.used)]
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        """``(n_used,) -> (n_used,)``: ``H v`` over the used parameters (flattened, in order)."""
-        parts = torch.split(v, self.sizes)
-        dot = sum((g * p.reshape(g.shape)).sum() for g, p in zip(self.grads, parts))
-        if not dot.requires_grad:                           # the loss is linear in them
+        """``(n_used,) -> (n_used,)`` or ``(b, n_used) -> (b, n_used)``: ``H v`` over the used
+        parameters (flattened, in order). A block of vectors is one batched vector-Jacobian
+        product of the gradient (``is_grads_batched``: vmap over the double backward)."""
+        single = v.dim() == 1
+        vb = v.reshape(1, -1) if single else v
+        if not any(g.requires_grad for g in self.grads):      # the loss is linear in them
             return torch.zeros_like(v)
-        hv = torch.autograd.grad(dot, [self.leaves[i] for i in self.used], retain_graph=True,
-                                 allow_unused=True)
-        return torch.cat([(h if h is not None else torch.zeros(s, dtype=torch.float64))
-                          .reshape(-1) for h, s in zip(hv, self.shapes)])
+        parts = torch.split(vb, self.sizes, dim=1)
+        cot = [p.reshape(vb.shape[0], *s) for p, s in zip(parts, self.shapes)]
+        live = [i for i, g in enumerate(self.grads) if g.requires_grad]
+        hv = torch.autograd.grad([self.grads[i] for i in live],
+                                 [self.leaves[self.used[i]] for i in range(len(self.used))],
+                                 grad_outputs=[cot[i] for i in live], retain_graph=True,
+                                 allow_unused=True, is_grads_batched=True)
+        out = torch.cat([(h if h is not None else
+                          torch.zeros(vb.shape[0], *s, dtype=torch.float64)).reshape(vb.shape[0], -1)
+                         for h, s in zip(hv, self.shapes)], dim=1)
+        return out[0] if single else out
 
 
 def hessian_vector_product(loss_fn, params, vector: torch.Tensor) -> torch.Tensor:
@@ -326,18 +335,16 @@ def hessian_spectral_norm(loss_fn: Callable[[list[torch.Tensor]], torch.Tensor],
     n_rows = sum(params[i].numel() for i in rows)
     n_cols = sum(params[i].numel() for i in cols)
     if diagonal:
-        def matvec(v):
-            return torch.stack([hvp(x) for x in v])
+        matvec = hvp
         n = n_rows
     else:
         def matvec(v):
-            out = []
-            for x in v:
-                xr, xc = x[:n_rows], x[n_rows:]
-                top = hvp(torch.cat([torch.zeros_like(xr), xc]))[:n_rows]     # H_RC x_C
-                bottom = hvp(torch.cat([xr, torch.zeros_like(xc)]))[n_rows:]  # H_CR x_R
-                out.append(torch.cat([top, bottom]))
-            return torch.stack(out)
+            b = v.shape[0]
+            xr, xc = v[:, :n_rows], v[:, n_rows:]
+            both = torch.cat([torch.cat([torch.zeros_like(xr), xc], 1),      # -> H_RC x_C
+                              torch.cat([xr, torch.zeros_like(xc)], 1)], 0)  # -> H_CR x_R
+            hv = hvp(both)
+            return torch.cat([hv[:b, :n_rows], hv[b:, n_rows:]], 1)
         n = n_rows + n_cols
     res = block_lanczos(matvec, n, block_size=block_size, target="magnitude", rtol=rtol,
                         max_iter=max_iter, seed=seed)
@@ -369,7 +376,7 @@ def dense_hessian(loss_fn: Callable[[list[torch.Tensor]], torch.Tensor],
         parts = [t.reshape(p.shape) for t, p in zip(torch.split(v, sizes), params)]
         return loss_fn(parts)
 
-    h = torch.autograd.functional.hessian(f, flat).detach().numpy()
+    h = torch.autograd.functional.hessian(f, flat, vectorize=True).detach().numpy()
     offsets = np.concatenate([[0], np.cumsum(sizes)])
 
     def index(block):
