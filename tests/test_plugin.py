@@ -483,6 +483,22 @@ def test_no_normalization_with_large_init_is_flagged_as_exploding(large_init_run
         "dense:relu forward"] == "exploding"
 
 
+def test_zero_output_is_flagged_without_nan():
+    """``W -> 0`` passes the contract (finite output and gradient) but kills every signal: flagged
+    as vanishing everywhere, no width rows (no law to fit), every number finite."""
+    result = run_battery(load_normalizer(lambda w: w * 0.0), config=tiny(), seed=0)
+    rows = rows_of(result)
+    assert "width-fast" not in rows and "width-slow" not in rows
+    for test in ("variance-low", "forward-vanishing dense:relu", "backward-vanishing dense:relu",
+                 "lipschitz-collapse"):
+        assert rows[test].verdict == "VIOLATED", test
+    assert all(math.isfinite(r.measured) for r in rows.values())
+    entry = result.summary["entries"][result.plugin_label]
+    assert entry["fit"]["dense"] is None and entry["laws"] is None
+    assert "no law to fit" in B.report_summary(result)
+    assert "n/a" in format_summary(result)
+
+
 def test_variance_and_depth_criteria_at_their_edges():
     """Identity normalizer, LeCun init times g: Var * fan_in = g^2 and the per-layer ReLU factor
     is about g / sqrt 2. g = 2 sits inside both bands (k = 10); g = 7 is outside both."""

@@ -414,7 +414,11 @@ def fit_variance_law(records: Sequence[dict]) -> dict:
     ``sigma^2 = RSS / (shapes - 3)``), ``a + b`` with its standard error, 95% t-intervals, the
     residual RMS (in natural log units) and the degrees of freedom.
     """
-    y = np.log([r["var"] for r in records])
+    variances = np.array([r["var"] for r in records], dtype=np.float64)
+    if not (np.all(np.isfinite(variances)) and np.all(variances > 0)):
+        raise ValueError(f"the variance fit needs positive finite variances, got "
+                         f"{variances.tolist()} (a normalizer whose output is zero has no law)")
+    y = np.log(variances)
     x = np.column_stack([np.ones(len(records)), -np.log([r["fan_in"] for r in records]),
                          -np.log([r["fan_out"] for r in records])])
     n_obs, n_par = x.shape
@@ -445,20 +449,24 @@ def _fits(records: Sequence[dict]) -> dict:
     """The law fitted separately to dense shapes (the width test's basis) and to conv kernels
     (descriptive: with mixed kernel sizes ``k`` the power law is misspecified -- SNw's conv
     variance depends on ``c_out = fan_out / k``, not on ``fan_out`` -- and the residuals show it);
-    ``None`` for a kind with fewer than 5 shapes or an unidentifiable design."""
+    ``None`` for a kind with fewer than 5 shapes, an unidentifiable design, or a zero variance
+    (then the variance rows flag the collapse and no width rows are made)."""
     out = {}
     for kind, key in (("linear", "dense"), ("conv", "conv")):
         recs = [r for r in records if r["kind"] == kind]
         design = np.column_stack([np.ones(len(recs)), np.log([r["fan_in"] for r in recs]),
                                   np.log([r["fan_out"] for r in recs])]) if recs else None
         identifiable = len(recs) >= 5 and np.linalg.matrix_rank(design) == 3
-        out[key] = fit_variance_law(recs) if identifiable else None
+        positive = all(r["var"] > 0 for r in recs)   # a zero variance (zero output) has no law
+        out[key] = fit_variance_law(recs) if identifiable and positive else None
     return out
 
 
 def _law_comparison(records: Sequence[dict]) -> dict:
     """Per reference law: geometric-mean ratio ``Var/ref``, its range, and the RMS log ratio;
-    ``closest``: the law with the smallest RMS log ratio."""
+    ``closest``: the law with the smallest RMS log ratio. ``None`` when a variance is zero."""
+    if not all(r["var"] > 0 for r in records):
+        return None
     out = {}
     for law in ("lecun", "xavier", "kaiming", "t2"):
         logs = np.log([r["ratio"][law] for r in records])
@@ -728,12 +736,14 @@ def battery_rows(entry: Entry, cfg: BatteryConfig, variance: Sequence[dict], fit
                                             est, 1 / k, r["in_hypotheses"], note))
         var_checks["high"].append(BoundCheck(f"variance-high {where}", "Var*fan_in <= k", "upper",
                                              est, k, r["in_hypotheses"], note))
-    ab = fit["a_plus_b"]
-    ab_est = Estimate(ab["estimate"], ab["se"], float(fit["df"]))
-    width_checks = {"fast": [BoundCheck("width-fast", "a + b <= 1 + band", "upper", ab_est,
-                                        1 + cfg.width_band)],
-                    "slow": [BoundCheck("width-slow", "a + b >= 1 - band", "lower", ab_est,
-                                        1 - cfg.width_band)]}
+    width_checks = {}
+    if fit is not None:
+        ab = fit["a_plus_b"]
+        ab_est = Estimate(ab["estimate"], ab["se"], float(fit["df"]))
+        width_checks = {"fast": [BoundCheck("width-fast", "a + b <= 1 + band", "upper", ab_est,
+                                            1 + cfg.width_band)],
+                        "slow": [BoundCheck("width-slow", "a + b >= 1 - band", "lower", ab_est,
+                                            1 - cfg.width_band)]}
     d_max = max(cfg.depths)
     g_lo, g_hi = cfg.gamma_band
     depth_checks = {}
@@ -782,6 +792,8 @@ def battery_rows(entry: Entry, cfg: BatteryConfig, variance: Sequence[dict], fit
              "variance shrinks faster than 1/width (vanishing in wide layers)"),
             ("slow", "lower", 1 - cfg.width_band,
              "variance shrinks slower than 1/width (exploding in wide layers)")):
+        if side not in width_checks:
+            continue
         c = width_checks[side][0]
         rows.append(_row(entry, f"width-{side}",
                          setting=f"variance law fit, {fit['n_shapes']} dense shapes",
@@ -1193,9 +1205,11 @@ def format_summary(result: BatteryResult) -> str:
         g = next(iter(gains.values()))
         flagged = sorted({f.split(" (")[0] for f in e["flagged"]})
         tag = {"plugin": " *", "reference": "", "control": " (ctrl)"}[e["role"]]
-        a_plus_b = e["fit"]["dense"]["a_plus_b"]["estimate"]
+        fit = e["fit"]["dense"]
+        a_plus_b = f"{fit['a_plus_b']['estimate']:>7.3f}" if fit else f"{'n/a':>7}"
+        closest = e["laws"]["closest"] if e["laws"] else "n/a"
         lines.append(f"  {label + tag:<22} {v['HOLDS']:>5} {v['VIOLATED']:>5} "
-                     f"{v['INCONCLUSIVE']:>5}  {e['laws']['closest']:<12} {a_plus_b:>7.3f}   "
+                     f"{v['INCONCLUSIVE']:>5}  {closest:<12} {a_plus_b}   "
                      f"{g:>10.3g}          {'; '.join(flagged) or '-'}")
     lines.append(f"  gain/layer*: per-layer amplitude factor, {first_stack}; *: the plug-in; "
                  f"(ctrl): negative control, expected to be flagged")
@@ -1314,10 +1328,11 @@ def report_summary(result: BatteryResult) -> str:
                                        "no failure flagged: it controls exploding and vanishing "
                                        "signals in every test") + ".")
     fit = plugin["fit"]["dense"]
-    lines = [head,
-             f"Its dense variance law is Var ~ {fit['C']:.3g} fan_in^-{fit['a']['estimate']:.2f} "
-             f"fan_out^-{fit['b']['estimate']:.2f} (closest reference: "
-             f"{plugin['laws']['closest']}); per-layer signal factors: "
+    law = (f"Its dense variance law is Var ~ {fit['C']:.3g} fan_in^-{fit['a']['estimate']:.2f} "
+           f"fan_out^-{fit['b']['estimate']:.2f} (closest reference: "
+           f"{plugin['laws']['closest']})" if fit and plugin["laws"] else
+           "Its variance is zero on some shapes (no law to fit)")
+    lines = [head, law + "; per-layer signal factors: "
              + ", ".join(f"{k} {v:.2f}" for k, v in plugin["per_layer_gain"].items()
                          if k.endswith("forward")) + "."]
     refs = [f"{label} ({', '.join(sorted({f.split(' (')[0] for f in e['flagged']})) or 'clean'})"
