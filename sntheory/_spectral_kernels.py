@@ -27,7 +27,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["tiny_batch", "lanczos_batch", "mixed_batch", "scan_batch", "frobenius_batch",
+__all__ = ["tiny_batch", "lanczos_batch", "mixed_batch", "scan_batch", "sums_batch",
            "start_vector", "EXTREME_EXPONENT"]
 
 _FM = {"reassoc", "contract"}
@@ -92,26 +92,6 @@ def scan_batch(a3, amax_out):
     """amax per matrix of a 3-D C-contiguous batch (NaN marks NaN/inf)."""
     for b in range(a3.shape[0]):
         amax_out[b] = _amax2(a3[b])
-
-
-@njit(fastmath=_FM, cache=True, error_model="numpy")
-def frobenius_batch(a3, out):
-    """||A_b||_F per matrix, scaled internally so that it neither overflows nor underflows."""
-    for b in range(a3.shape[0]):
-        X = a3[b]
-        amax = _amax2(X)
-        if not (amax > 0.0):
-            out[b] = amax
-            continue
-        e = _exponent(amax)
-        f = _pow2(-e) if abs(e) <= EXTREME_EXPONENT else 1.0
-        s = 0.0
-        ell, d = X.shape
-        for i in range(ell):
-            for j in range(d):
-                t = _scaled(float(X[i, j]), e, f)
-                s += t * t
-        out[b] = _mul_pow2(math.sqrt(s), e)
 
 
 @njit(cache=True, error_model="numpy")
@@ -811,9 +791,82 @@ def _to_f32_scaled(X, e, out):
     return math.sqrt(s)
 
 
+# nonzero |entries| in [2^-126, 2^127): float32 rounding is then exact-scaling invariant
+# (fl32(2^-e x) = 2^-e fl32(x): no float32 subnormal, no overflow) and every square below is a
+# normal float64 number, so the unscaled copy of _convert_f32 can serve the scaled operator
+_F32_TINY = 2.0 ** -126
+_F32_HUGE = 2.0 ** 127
+
+
+@njit(fastmath=_FM, cache=True, error_model="numpy")
+def _convert_f32(X, out):
+    """One read of X: out = float32(X) (unscaled) and, in the same pass,
+    (amax, ||X - out||_F^2, sum X^2, sum X, in_range).
+
+    amax is NaN if X holds NaN or +-inf.  in_range: every nonzero |x| lies in
+    [2^-126, 2^127), so that ``2^-e out`` is exactly the float32 rounding of ``2^-e X`` for
+    any exponent e and no sum below over- or underflows; otherwise the caller falls back to
+    the scaled conversion (_to_f32_scaled) and discards these sums."""
+    ell, d = X.shape
+    amax = 0.0
+    amin = _BIG
+    bad = False
+    err2 = 0.0
+    ssq = 0.0
+    tot = 0.0
+    for i in range(ell):
+        for j in range(d):                 # branch-free body: vectorises
+            x = float(X[i, j])
+            v = abs(x)
+            bad |= not (v <= _BIG)
+            amax = max(amax, v)
+            amin = min(amin, v if v != 0.0 else _BIG)
+            o = np.float32(x)
+            out[i, j] = o
+            r = x - float(o)
+            err2 += r * r
+            ssq += x * x
+            tot += x
+    if bad:
+        return np.nan, 0.0, 0.0, 0.0, False
+    return amax, err2, ssq, tot, (amax < _F32_HUGE and amin >= _F32_TINY)
+
+
+@njit(fastmath=_FM, cache=True, error_model="numpy")
+def _scaled_sums(X, e):
+    """(sum (2^-e x)^2, sum 2^-e x) over the entries of X, scaled entry by entry (exact)."""
+    ell, d = X.shape
+    f = _pow2(-e) if abs(e) <= EXTREME_EXPONENT else 1.0
+    ssq = 0.0
+    tot = 0.0
+    for i in range(ell):
+        for j in range(d):
+            t = _scaled(float(X[i, j]), e, f)
+            ssq += t * t
+            tot += t
+    return ssq, tot
+
+
+@njit(fastmath=_FM, cache=True, error_model="numpy")
+def sums_batch(a3, amax_out, fro2_out, sum_out):
+    """Per matrix: amax (NaN marks NaN/inf), and with e its scaling exponent (amax in
+    [2^(e-1), 2^e)): fro2 = ||2^-e A||_F^2 and sum = sum_ij 2^-e A_ij (no over/underflow)."""
+    for b in range(a3.shape[0]):
+        X = a3[b]
+        amax = _amax2(X)
+        amax_out[b] = amax
+        if not (amax > 0.0):
+            fro2_out[b] = amax
+            sum_out[b] = amax
+            continue
+        ssq, tot = _scaled_sums(X, _exponent(amax))
+        fro2_out[b] = ssq
+        sum_out[b] = tot
+
+
 @njit(fastmath=_FM, cache=True, error_model="numpy")
 def mixed_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_out,
-                iters64_out):
+                iters64_out, fro2_out, sum_out):
     """Float64 input, two stages per matrix.
 
     Stage 1: Lanczos on the float32 rounding A32 of the scaled matrix (float64 arithmetic,
@@ -824,6 +877,13 @@ def mixed_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_o
     relative).  The gap estimate of stage 1 carries over after widening it by the rigorous
     Weyl bound ||A^T A - A32^T A32||_2 <= (2 sigma_1 + ||E||_F) ||E||_F, E = A - A32.  Stage 2
     goes on iterating (plain Lanczos) if one step does not meet rtol.
+
+    The float32 copy is made in one read of the matrix that also yields amax, ||E||_F and the
+    two sums reported per matrix (the float32 copy stays unscaled; the scale 2^-2e is applied
+    in the Gram products, which gives bitwise the products of the scaled copy).  Outside the
+    float32 normal range (entries beyond 2^127 or nonzero below 2^-126) the scaled conversion
+    and the sums are redone entry by entry.  fro2_out = ||A||_F^2 / sigma_1^2 (the stable
+    rank) and sum_out = sum_ij A_ij / sigma_1, both from the scaled quantities.
     """
     N, ell, d = a3.shape
     mx = min(maxit, d)          # lazily allocated: only the rows used are touched
@@ -842,17 +902,27 @@ def mixed_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_o
     Xs = np.empty((0, 0))
     for b in range(N):
         X = a3[b]
-        amax = _amax2(X)
+        amax, err2, ssq, tot, in_range = _convert_f32(X, X32)
         amax_out[b] = amax
         if not (amax > 0.0):
             sigma[b] = amax
             bound[b] = amax
             iters_out[b] = 0
             iters64_out[b] = 0
+            fro2_out[b] = amax
+            sum_out[b] = amax
             continue
         e = _exponent(amax)
-        efro = _to_f32_scaled(X, e, X32)
-        th1, err1, it1, t2, r2, gp = _lanczos_one(X32, 1.0, v0, 0.25 * rtol, mx, V,
+        if in_range:
+            ff32 = _pow2(-2 * e)
+            efro = math.sqrt(err2) * _pow2(-e)
+            ssq = ssq * ff32
+            tot = tot * _pow2(-e)
+        else:
+            ff32 = 1.0
+            efro = _to_f32_scaled(X, e, X32)
+            ssq, tot = _scaled_sums(X, e)
+        th1, err1, it1, t2, r2, gp = _lanczos_one(X32, ff32, v0, 0.25 * rtol, mx, V,
                                                   alpha, beta, w, h, tz, tw, tx, twork, 0.0,
                                                   rho_coef, True)
         _ritz_vector(alpha, beta, it1, V, th1, y, tw, tx, twork)
@@ -880,3 +950,6 @@ def mixed_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_o
         bound[b] = eb
         iters_out[b] = it1
         iters64_out[b] = it
+        sq = math.sqrt(max(th, 0.0))
+        fro2_out[b] = ssq / (sq * sq)
+        sum_out[b] = tot / sq

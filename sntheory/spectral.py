@@ -45,6 +45,12 @@ it resolves the pair; ``sigma`` then lies between sigma_2 and sigma_1, so the er
 g, while ``error_bound`` does not see it.  ``"tiny"``, ``"gram"`` and ``"lanczos"`` have no
 such blind spot (``"lanczos"``: see :class:`TopSingularValue`).
 
+:func:`normalized_sums` returns, beside sigma_1, the two sums of ``A / sigma_1`` that a Monte
+Carlo over spectrally normalised matrices needs (``||A/sigma_1||_F^2``, ``sum_ij``); on the
+"mixed" path they come from the pass that makes the float32 copy, so the matrix is read once
+for amax, the copy and both sums (measured on 4096 x 1024: 4.7 ms, against 6.6-7.0 ms for
+the four separate reads).
+
 float32 input is converted exactly and processed in float64 arithmetic: the stated tolerance
 is the same as for float64, *relative to the float64 SVD of the float32 matrix as given*
 (no float32 rounding enters the computation; float32 storage only halves the memory
@@ -59,8 +65,8 @@ import numpy as np
 from ._validation import require_choice, require_finite_array, require_positive_float
 from . import _spectral_kernels as _k
 
-__all__ = ["TopSingularValue", "largest_singular_value", "largest_singular_value_svd",
-           "stable_rank", "METHODS"]
+__all__ = ["TopSingularValue", "NormalizedSums", "largest_singular_value",
+           "largest_singular_value_svd", "normalized_sums", "stable_rank", "METHODS"]
 
 METHODS = ("auto", "fast", "svd", "tiny", "gram", "lanczos", "lanczos-gap", "mixed")
 
@@ -270,9 +276,9 @@ def _lanczos(arr, work, rtol, gap: bool) -> TopSingularValue:
     return TopSingularValue(sigma, bound, "lanczos-gap" if gap else "lanczos", its)
 
 
-def _mixed(arr, work, rtol) -> TopSingularValue:
-    if work.dtype == np.float32:
-        return _lanczos(arr, work, rtol, gap=True)
+def _mixed_with_sums(arr, work, rtol) -> tuple[TopSingularValue, np.ndarray, np.ndarray]:
+    """The "mixed" path for float64 input, plus ||A||_F^2 / sigma^2 and sum(A) / sigma from
+    the pass that makes the float32 copy (see _spectral_kernels.mixed_batch)."""
     lines = _lines(work)
     N = lines.shape[0]
     sigma = np.empty(N)
@@ -280,9 +286,18 @@ def _mixed(arr, work, rtol) -> TopSingularValue:
     amax = np.empty(N)
     its = np.empty(N, np.int64)
     its64 = np.empty(N, np.int64)
-    _k.mixed_batch(lines, rtol, _MAXIT, _SEED, _rho_coef(lines), sigma, bound, amax, its, its64)
+    fro2 = np.empty(N)
+    total = np.empty(N)
+    _k.mixed_batch(lines, rtol, _MAXIT, _SEED, _rho_coef(lines), sigma, bound, amax, its, its64,
+                   fro2, total)
     _raise_bad(arr, amax)
-    return TopSingularValue(sigma, bound, "mixed", its + its64)
+    return TopSingularValue(sigma, bound, "mixed", its + its64), fro2, total
+
+
+def _mixed(arr, work, rtol) -> TopSingularValue:
+    if work.dtype == np.float32:
+        return _lanczos(arr, work, rtol, gap=True)
+    return _mixed_with_sums(arr, work, rtol)[0]
 
 
 def _choose(shape: tuple[int, int], dtype, fast: bool = False) -> str:
@@ -315,6 +330,30 @@ def _choose(shape: tuple[int, int], dtype, fast: bool = False) -> str:
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
+def _dispatch(arr, work, method: str, rtol: float) -> TopSingularValue:
+    if method in ("auto", "fast"):
+        method = _choose(work.shape[1:], work.dtype, fast=method == "fast")
+    if method == "svd":
+        return _svd(arr, work)
+    if method == "gram":
+        return _gram(arr, work)
+    if method == "tiny":
+        return _tiny(arr, work, rtol)
+    if method == "lanczos":
+        return _lanczos(arr, work, rtol, gap=False)
+    if method == "lanczos-gap":
+        return _lanczos(arr, work, rtol, gap=True)
+    return _mixed(arr, work, rtol)
+
+
+def _check_sigma_finite(arr, work, res: TopSingularValue) -> None:
+    if not np.all(np.isfinite(res.sigma)):
+        b = int(np.flatnonzero(~np.isfinite(res.sigma))[0])
+        where = "a" if arr.ndim == 2 else f"a[{b}]"
+        raise ValueError(f"the largest singular value of `{where}` exceeds the float64 range "
+                         f"(max |entry| = {np.abs(work[b]).max():.3e}); rescale the input")
+
+
 def largest_singular_value(a, *, method: str = "auto", rtol: float = 1e-12) -> TopSingularValue:
     """Largest singular value of each matrix of ``a`` with an a-posteriori error bound.
 
@@ -356,26 +395,64 @@ def largest_singular_value(a, *, method: str = "auto", rtol: float = 1e-12) -> T
     require_choice("method", method, METHODS)
     rtol = require_positive_float("rtol", rtol, maximum=1.0)
     arr, work = _as_batch(a)
-    if method in ("auto", "fast"):
-        method = _choose(work.shape[1:], work.dtype, fast=method == "fast")
-    if method == "svd":
-        res = _svd(arr, work)
-    elif method == "gram":
-        res = _gram(arr, work)
-    elif method == "tiny":
-        res = _tiny(arr, work, rtol)
-    elif method == "lanczos":
-        res = _lanczos(arr, work, rtol, gap=False)
-    elif method == "lanczos-gap":
-        res = _lanczos(arr, work, rtol, gap=True)
-    else:
-        res = _mixed(arr, work, rtol)
-    if not np.all(np.isfinite(res.sigma)):
-        b = int(np.flatnonzero(~np.isfinite(res.sigma))[0])
-        where = "a" if arr.ndim == 2 else f"a[{b}]"
-        raise ValueError(f"the largest singular value of `{where}` exceeds the float64 range "
-                         f"(max |entry| = {np.abs(work[b]).max():.3e}); rescale the input")
+    res = _dispatch(arr, work, method, rtol)
+    _check_sigma_finite(arr, work, res)
     return res
+
+
+@dataclass(frozen=True)
+class NormalizedSums:
+    """Result of :func:`normalized_sums`: ``sigma_1`` of each matrix and two sums of the
+    spectrally normalised matrix ``A_bar = A / sigma_1``.
+
+    Attributes
+    ----------
+    top : TopSingularValue
+        ``sigma``, ``error_bound``, ``method``, ``iterations`` as from
+        :func:`largest_singular_value`.
+    frobenius_sq : (N,) float64
+        ``||A_bar||_F^2 = ||A||_F^2 / sigma_1^2``, the stable rank (in [1, min(m, n)] up to
+        the relative error of sigma, ~2 rtol).
+    entry_sum : (N,) float64
+        ``sum_ij A_bar_ij = sum_ij A_ij / sigma_1``.
+    """
+
+    top: TopSingularValue
+    frobenius_sq: np.ndarray
+    entry_sum: np.ndarray
+
+
+def normalized_sums(a, *, method: str = "auto", rtol: float = 1e-12) -> NormalizedSums:
+    """``sigma_1``, ``||A/sigma_1||_F^2`` and ``sum_ij (A/sigma_1)_ij`` for each matrix of ``a``.
+
+    What a Monte Carlo over spectrally normalised matrices needs per sample, with the fewest
+    reads of each matrix: on the "mixed" path (float64 input, ``method="fast"`` for
+    ``m n >= 300^2``) the two sums come from the pass that makes the float32 copy, so the
+    matrix is not read again for them; on the other paths one extra pass computes them.  Both
+    sums are formed from the matrix scaled by an exact power of two, so they neither overflow
+    nor underflow.  Arguments, checks and errors as :func:`largest_singular_value`.
+    """
+    require_choice("method", method, METHODS)
+    rtol = require_positive_float("rtol", rtol, maximum=1.0)
+    arr, work = _as_batch(a)
+    chosen = method
+    if method in ("auto", "fast"):
+        chosen = _choose(work.shape[1:], work.dtype, fast=method == "fast")
+    if chosen == "mixed" and work.dtype == np.float64:
+        res, fro2, total = _mixed_with_sums(arr, work, rtol)
+        _check_sigma_finite(arr, work, res)
+        return NormalizedSums(res, fro2, total)
+    res = _dispatch(arr, work, chosen, rtol)
+    _check_sigma_finite(arr, work, res)
+    N = work.shape[0]
+    amax = np.empty(N)
+    fro2 = np.empty(N)
+    total = np.empty(N)
+    _k.sums_batch(_lines(work), amax, fro2, total)
+    # the sums are of 2^-e A with amax in [2^(e-1), 2^e): scale sigma the same way (exact)
+    e = np.frexp(amax)[1]
+    sigma_scaled = np.ldexp(res.sigma, -e)
+    return NormalizedSums(res, fro2 / (sigma_scaled * sigma_scaled), total / sigma_scaled)
 
 
 def largest_singular_value_svd(a) -> np.ndarray:
@@ -387,13 +464,9 @@ def largest_singular_value_svd(a) -> np.ndarray:
 def stable_rank(a, **kw) -> np.ndarray:
     """``||A||_F^2 / ||A||_2^2`` of each matrix (in [1, min(m, n)]); (N,) array.
 
-    The spectral norm comes from :func:`largest_singular_value` (keyword arguments are passed
-    on, e.g. ``method`` or ``rtol``); the Frobenius norm is computed with exact power-of-two
-    scaling, so neither overflows nor underflows.  The relative error is about ``2 rtol``.
+    ``normalized_sums(a, **kw).frobenius_sq``: the spectral norm comes from
+    :func:`largest_singular_value` (keyword arguments are passed on, e.g. ``method`` or
+    ``rtol``); the Frobenius norm is computed with exact power-of-two scaling, so neither
+    overflows nor underflows.  The relative error is about ``2 rtol``.
     """
-    res = largest_singular_value(a, **kw)
-    _, work = _as_batch(a)
-    fro = np.empty(work.shape[0])
-    _k.frobenius_batch(_lines(work), fro)
-    ratio = fro / res.sigma
-    return ratio * ratio
+    return normalized_sums(a, **kw).frobenius_sq

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from sntheory.spectral import (TopSingularValue, largest_singular_value,
+from sntheory.spectral import (TopSingularValue, largest_singular_value, normalized_sums,
                                largest_singular_value_svd, stable_rank)
 
 U = 2.0 ** -53
@@ -501,3 +501,91 @@ def test_reference_matches_numpy_norm():
     assert np.allclose(largest_singular_value_svd(a), ref, rtol=1e-14)
     assert np.allclose(largest_singular_value_svd(a * 1e-300),
                        ref * 1e-300, rtol=1e-14)
+
+
+# ------------------------------------------------------------------------------------------
+# normalized_sums: sigma_1 with ||A/sigma_1||_F^2 and sum(A/sigma_1) (the "mixed" path forms the
+# sums in the pass that makes its float32 copy)
+# ------------------------------------------------------------------------------------------
+def _reference_sums(a):
+    """(sigma_1, ||A||_F^2 / sigma_1^2, sum(A) / sigma_1) from the SVD, in float64 with the
+    exact power-of-two scaling of svd_all."""
+    a = np.asarray(a, dtype=np.float64)
+    e = np.frexp(np.abs(a).max(axis=(1, 2)))[1]
+    x = np.ldexp(a, -e[:, None, None])
+    s = np.linalg.svd(x, compute_uv=False)
+    fro2 = (x * x).sum(axis=(1, 2)) / s[:, 0] ** 2
+    return np.ldexp(s[:, 0], e), fro2, x.sum(axis=(1, 2)) / s[:, 0]
+
+
+def test_normalized_sums_against_svd():
+    rng = np.random.default_rng(31)
+    cases = [rng.standard_normal((3, 9, 7)), rng.uniform(-1, 1, (2, 40, 60)),
+             rng.exponential(1.0, (2, 30, 20)), rng.standard_normal((1, 320, 300)),
+             rng.standard_normal((1, 300, 320)) + 0.3]
+    for a in cases:
+        for scale in (1.0, 2.0 ** -140, 2.0 ** 140, 1e-300, 1e300):
+            b = a * scale
+            s1, fro2, total = _reference_sums(b)
+            # sum(A)/sigma is a sum of signed terms: compare on the scale of sqrt(mn) (its sd)
+            size = np.sqrt(a.shape[1] * a.shape[2])
+            for method in ("svd",) + FAST:
+                res = normalized_sums(b, method=method, rtol=RTOL)
+                where = (a.shape, scale, method, res.top.method)
+                assert np.all(np.abs(res.top.sigma - s1) <= ACC * s1), where
+                assert np.allclose(res.frobenius_sq, fro2, rtol=3 * ACC, atol=0), where
+                assert np.all(np.abs(res.entry_sum - total)
+                              <= 3 * ACC * (np.abs(total) + size)), where
+                assert np.all(res.frobenius_sq >= 1 - 1e-9), where
+                assert np.all(res.frobenius_sq <= min(a.shape[1:]) * (1 + 1e-9)), where
+
+
+def test_normalized_sums_mixed_is_exactly_scale_invariant():
+    """The mixed path makes an unscaled float32 copy in one pass when every nonzero entry is
+    in float32's normal range and falls back to the scaled copy otherwise (entries beyond
+    2^127 or below 2^-126).  Both give the float32 rounding of the scaled matrix, so sigma of
+    A 2^k is sigma of A times 2^k bit for bit on either side of the switch, and the sums agree
+    to rounding."""
+    a = np.random.default_rng(4).standard_normal((2, 310, 300))
+    base = normalized_sums(a, method="mixed", rtol=RTOL)
+    for k in (-900, -300, -140, -100, 100, 127, 140, 600):
+        res = normalized_sums(np.ldexp(a, k), method="mixed", rtol=RTOL)
+        assert np.array_equal(res.top.sigma, np.ldexp(base.top.sigma, k)), k
+        assert np.array_equal(res.top.iterations, base.top.iterations), k
+        assert np.allclose(res.frobenius_sq, base.frobenius_sq, rtol=1e-13, atol=0), k
+        assert np.allclose(res.entry_sum, base.entry_sum, rtol=1e-12, atol=1e-12), k
+    # one tiny entry (float32 subnormal) switches the whole matrix to the scaled copy: the
+    # answer must not move beyond the change the entry itself makes
+    b = a.copy()
+    b[0, 5, 7] = 1e-40
+    res = normalized_sums(b, method="mixed", rtol=RTOL)
+    s1, fro2, _ = _reference_sums(b)
+    assert np.all(np.abs(res.top.sigma - s1) <= ACC * s1)
+    assert np.allclose(res.frobenius_sq, fro2, rtol=3 * ACC, atol=0)
+
+
+def test_normalized_sums_matches_largest_singular_value_bitwise():
+    """The sums ride along: sigma and its bound are exactly those of largest_singular_value."""
+    a = np.random.default_rng(6).standard_normal((3, 330, 300))
+    for method in ("mixed", "fast", "lanczos-gap", "tiny"):
+        res = normalized_sums(a, method=method, rtol=RTOL)
+        ref = largest_singular_value(a, method=method, rtol=RTOL)
+        assert res.top.method == ref.method, method
+        assert np.array_equal(res.top.sigma, ref.sigma), method
+        assert np.array_equal(res.top.error_bound, ref.error_bound), method
+
+
+@pytest.mark.parametrize("method", ("mixed", "fast", "tiny"))
+def test_normalized_sums_errors(method):
+    a = np.random.default_rng(0).standard_normal((3, 310, 300))
+    a[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"`a` must be finite, but a\[1, 2, 3\]"):
+        normalized_sums(a, method=method)
+    a[1, 2, 3] = 0.0
+    a[2] = 0.0
+    with pytest.raises(ValueError, match=r"`a\[2\]` is an all-zero matrix"):
+        normalized_sums(a, method=method)
+    with pytest.raises(ValueError, match=r"`method` must be one of"):
+        normalized_sums(a[:1], method="power")
+    with pytest.raises(ValueError, match=r"`rtol` must be"):
+        normalized_sums(a[:1], rtol=0.0)

@@ -50,7 +50,7 @@ from ..monte_carlo.estimators import Estimate, Moments, mean_estimate
 from ..monte_carlo.store import ResultStore
 from ..monte_carlo.verdicts import BoundCheck
 from ..random_weights import parse_distribution
-from ..spectral import largest_singular_value
+from ..spectral import normalized_sums
 from .base import (assign_sweep_verdicts, case_record, l_hat, parse_shapes, run_sweep,
                    summarize_L_hat, variance_estimate)
 
@@ -132,14 +132,17 @@ def sample_block(params: dict, rng: np.random.Generator, count: int) -> np.ndarr
     dist = parse_distribution(params["dist"])
     kind, value = parse_normalizer(params["normalizer"])
     a = dist.sample(rng, (count, m, n), reuse=True)            # (count, m, n)
+    mn = m * n
     if kind == "sn-power":
         sigma = _power_iteration_sigma(a, int(value), rng)
-    else:
-        sigma = largest_singular_value(a, method="fast", rtol=SPECTRAL_RTOL).sigma * value
-    frobenius_sq = np.einsum("kij,kij->k", a, a)
-    total = a.sum(axis=(1, 2))
-    mn = m * n
-    return np.column_stack([frobenius_sq / (sigma * sigma * mn), total / (sigma * mn)])
+        frobenius_sq = np.einsum("kij,kij->k", a, a)
+        total = a.sum(axis=(1, 2))
+        return np.column_stack([frobenius_sq / (sigma * sigma * mn), total / (sigma * mn)])
+    # ||A/sigma||_F^2 and sum(A/sigma) with sigma = value * ||A||_sp; on the large-matrix
+    # ("mixed") path both sums come from the pass that makes the float32 copy
+    sums = normalized_sums(a, method="fast", rtol=SPECTRAL_RTOL)
+    return np.column_stack([sums.frobenius_sq / (value * value * mn),
+                            sums.entry_sum / (value * mn)])
 
 
 def sample_block_floor(params: dict, rng: np.random.Generator, count: int) -> np.ndarray:
