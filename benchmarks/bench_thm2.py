@@ -2,6 +2,7 @@
 
     python benchmarks/bench_thm2.py            # the five shapes of the issue
     python benchmarks/bench_thm2.py --quick    # smaller shapes, seconds
+    python benchmarks/bench_thm2.py --shapes 4096x1024 --repeat 3   # chosen shapes only
 
 For each shape (Gaussian entries, exact SN), three timings for the SAME number of samples N:
 
@@ -27,6 +28,7 @@ import time
 import numpy as np
 
 from sntheory.claims import thm2
+from sntheory.claims.base import parse_shapes
 from sntheory.monte_carlo import StoppingRule, make_executor, run_tasks
 from sntheory.provenance import provenance
 
@@ -62,6 +64,9 @@ def _naive_time(m, n, n_samples, budget_s, seed):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes only")
+    parser.add_argument("--shapes", type=str, default=None,
+                        help="comma-separated shapes such as 4096x1024,128x128 (default: the "
+                             "five shapes of the issue; --quick: smaller ones)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--precision", type=float, default=0.005)
     parser.add_argument("--seed", type=int, default=0)
@@ -71,6 +76,8 @@ def main(argv=None) -> int:
                         help="seconds of naive loop per shape before extrapolating")
     args = parser.parse_args(argv)
     shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.shapes is not None:
+        shapes = parse_shapes(args.shapes)
     prov = provenance(seed=args.seed, config=vars(args))
     print(f"# sntheory T2 time-to-precision benchmark; commit {prov['git_commit']}; "
           f"{prov['device']['cpu']} ({prov['device']['logical_cores']} logical cores); "
@@ -78,10 +85,11 @@ def main(argv=None) -> int:
     executor = make_executor(args.workers)
     rule = StoppingRule(precision=args.precision)
     try:
-        # warm the pool (imports, numba compilation) outside the timings
-        warm = thm2.make_tasks([thm2.Thm2Case(m, n, "gaussian") for m, n in shapes[:2]])
-        run_tasks(warm, seed=args.seed + 1, rule=StoppingRule(precision=0.5), executor=executor,
-                  workers=args.workers, progress=False)
+        # warm the pool (imports, numba compilation or cache loading, every path the shapes
+        # take) outside the timings: a few samples of each shape
+        warm = thm2.make_tasks([thm2.Thm2Case(m, n, "gaussian") for m, n in shapes])
+        run_tasks(warm, seed=args.seed + 1, rule=StoppingRule(precision=0.5, min_samples=4),
+                  executor=executor, workers=args.workers, progress=False)
         header = (f"{'shape':>11} {'N':>7} {'sntheory s':>11} {'naive s':>10} {'floor s':>9} "
                   f"{'naive/sntheory':>15} {'sntheory/floor':>15}  note")
         print(header)
