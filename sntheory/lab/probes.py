@@ -72,6 +72,40 @@ rank ||A||_sp^2``).
 
 *Hessian (P3, optional)*: see :func:`_hessian_records`.
 
+Record fields
+-------------
+Every record: ``probe_version``, ``scope``, ``step``, ``batch`` ("real"/"fake"), ``batch_size``,
+``loss``, ``layer`` (-1 for the network), ``layer_label``, ``n_layers``, ``has_bias``, the
+activation facts (``activation``, ``activation_lipschitz``, ``activation_zero_at_zero``,
+``activation_piecewise_linear``, ``activation_homogeneous``, ``meets_p1_hypotheses``).
+
+``scope="layer"`` adds ``layer_name``, ``kind``, ``normalizer``, ``n_params``, ``positions``;
+norms ``op_norm_exact`` (absent with ``operator_values=False``), ``op_norm_lower``,
+``op_norm_upper``, ``op_norm_converged``, ``op_norm_method``, ``reshaped_norm`` (``||w^||``),
+``reshaped_norm_transposed`` (``||w^'||``), ``alpha``, ``ratio_op_to_reshaped``,
+``ratio_op_upper_to_reshaped``, ``bias_norm`` (broadcast); variances ``eff_weight_var``,
+``eff_weight_mean_sq``, ``raw_weight_var``, ``t2_var_bound``, ``mean_sq_bound_reshaped``; the batch
+``input_norm_max``/``_mean``, ``z_mean``/``_min``/``_max``; per-sample z-gradients
+``grad_eff_fro_max``, ``grad_eff_fro_mean``, ``grad_eff_bound_max``; for every per-sample
+statement ``S`` in ``grad_z_expanded``, ``grad_z_kernel``, ``forward_factor`` (``||o_{t-1}|| <=
+B_{t-1}``), ``backward_factor`` (``||delta_t|| <= prod_{i>t} U_i``), ``grad_bias_expanded``,
+``grad_bias_param``, ``sn_corollary``, ``raw_grad_z``, ``raw_grad_z_sheet``: ``S_ratio_max``
+(max over the batch of measured / bound), ``S_at_worst``, ``S_bound_at_worst``,
+``S_worst_sample``; ``bound_form``; the batch loss ``loss_grad_eff_fro`` / ``_bound``,
+``loss_grad_expanded_fro`` / ``_bound``, ``loss_grad_bias_fro`` / ``_bound``,
+``loss_abs_derivative_mean``; raw parameters ``raw_scale`` (``|c|``), ``raw_proportional``,
+``raw_projection_norm``, ``raw_grad_fro``, ``raw_grad_bound``, ``raw_grad_sheet_bound``,
+``raw_grad_bound_p1``; SN ``sn_constant``, ``sn_normalized_norm``; with ``hessian``:
+``hessian_norm``, ``hessian_eig_max``/``_min``, ``hessian_residual``, ``hessian_converged``,
+``hessian_iterations``, ``hessian_bound``, ``hessian_bound_curvature``,
+``hessian_gauss_newton_norm``, ``sigmoid_second_derivative_sup``. Keys that do not apply (no
+bias, not SN, no Hessian) are absent, never NaN.
+
+``scope="network"``: ``total_grad_expanded``, ``total_grad_kernel``, ``total_grad_with_biases``,
+``total_sn_corollary`` (each with the four ``_ratio_max`` ... fields), ``input_norm_max``.
+``scope="hessian-cross"``: ``layer``, ``layer_other``, ``hessian_cross_norm``,
+``hessian_cross_residual``, ``hessian_cross_converged``, ``hessian_cross_iterations``.
+
 Operator norms and the warm-start cache
 ---------------------------------------
 ``ProbeOptions(operator_norms="warm")`` (default): the value of ``||w~_t||`` comes from block
@@ -83,7 +117,8 @@ the P1 bound uses) is the minimum of the zero-padding torus embeddings
 (:func:`sntheory.conv.operator.zero_padding_tori` + :func:`sntheory.conv.fft.circular_operator_norm`)
 and ``alpha max_k ||w^_k||`` -- the same certificates as :func:`sntheory.conv.conv_operator_norm`,
 which does not accept start vectors. ``"reference"`` calls ``conv_operator_norm`` itself (and is what
-circular-padding layers always use). Only ``op_norm_exact`` / ``op_norm_lower`` depend on the start
+circular-padding layers always use). Layers whose expanded matrix has at most ``2^16`` entries use
+its dense certified path instead (exact to ~1e-12; the torus bounds of tiny inputs are loose). Only ``op_norm_exact`` / ``op_norm_lower`` depend on the start
 vectors (in their last digits); every bound uses ``op_norm_upper``, which does not. For a resumed run
 to reproduce the uninterrupted run's records bit for bit, checkpoint the cache
 (:meth:`OperatorNormCache.state_dict`).
@@ -123,6 +158,7 @@ OPERATOR_NORM_MODES = ("warm", "reference")
 _U = 2.0 ** -53
 _PER_SAMPLE_BYTES = 128 << 20       # memory for one chunk of per-sample kernel gradients
 _WARM_NOISE = 1e-3
+_DENSE_ENTRIES = 1 << 16            # conv layers whose expanded matrix is this small: dense, exact
 _WARM_BLOCK = 2
 _SEED = 0x9E0BE5
 
@@ -158,6 +194,8 @@ class ProbeOptions:
         seconds, not milliseconds: run it on a sparser schedule.
     hessian_cross_layer : also the cross-layer blocks (t != s), outside P3's claim.
     hessian_rtol, hessian_max_iter : Lanczos residual tolerance and operator applications.
+    hessian_cross_rtol : the residual tolerance of the cross-layer blocks (looser by default: they
+        are reported, not checked, and cost two Hessian-vector products per Lanczos vector).
     """
 
     operator_norms: str = "warm"
@@ -169,6 +207,7 @@ class ProbeOptions:
     hessian: bool = False
     hessian_cross_layer: bool = False
     hessian_rtol: float = 1e-8
+    hessian_cross_rtol: float = 1e-4
     hessian_max_iter: int = 400
 
     def __post_init__(self) -> None:
@@ -178,6 +217,8 @@ class ProbeOptions:
                                inclusive_max=True)
         require_positive_int("n_tori", self.n_tori)
         require_positive_float("hessian_rtol", self.hessian_rtol, maximum=1e-2,
+                               inclusive_max=True)
+        require_positive_float("hessian_cross_rtol", self.hessian_cross_rtol, maximum=1e-1,
                                inclusive_max=True)
         require_positive_int("hessian_max_iter", self.hessian_max_iter)
         for name in ("raw_gradients", "hessian", "hessian_cross_layer", "operator_values"):
@@ -421,9 +462,20 @@ def _layer_operator_norms(disc, weights, options, cache) -> list[dict]:
             out.append(_dense_norm(w))
             continue
         g = info.geometry
+        out_hw = g.output_size(w.shape[-2:])
+        entries = (w.shape[0] * out_hw[0] * out_hw[1] * w.shape[1] * g.input_size[0]
+                   * g.input_size[1])
+        if entries <= _DENSE_ENTRIES:
+            # small layers: the expanded matrix's certified sigma_1 (a width of ~1e-12, where
+            # the torus bounds of tiny inputs are loose)
+            r = conv_operator_norm(w.numpy(), g, method="dense", threads=None)
+            out.append({"value": float(r.value), "lower": float(r.lower),
+                        "upper": float(r.upper), "converged": True,
+                        "method": "conv_operator_norm-dense"})
+            continue
         if options.operator_norms == "reference" or g.padding_mode != "zeros":
             r = conv_operator_norm(w.numpy(), g, rtol=max(options.operator_rtol, 1e-12),
-                                   n_tori=options.n_tori)
+                                   n_tori=options.n_tori, threads=None)
             out.append({"value": float(r.value), "lower": float(r.lower),
                         "upper": float(r.upper), "converged": bool(r.converged),
                         "method": f"conv_operator_norm-{r.method}"})
@@ -991,7 +1043,7 @@ def _hessian_records(work, x, batch, weights, biases, stats, z, alpha, bound, la
         for t in range(L):
             for u in range(t + 1, L):
                 res = hessian_spectral_norm(f, weights, rows=[t], cols=[u],
-                                            rtol=options.hessian_rtol,
+                                            rtol=options.hessian_cross_rtol,
                                             max_iter=options.hessian_max_iter,
                                             seed=_SEED + 97 * t + u)
                 rec = dict(common)
