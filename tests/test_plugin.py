@@ -383,6 +383,16 @@ def test_lipschitz_norms_and_reuse_against_dense_svd():
     assert reused >= 2 * len(plan)   # snw's and LeCun's scaled probes reuse their x0.5 norms
 
 
+def test_snconv_has_lipschitz_product_one():
+    """Cross-check: SNConv divides each conv layer by its operator norm (computed by its own exact
+    routine) and dense layers by their spectral norm, so every probe's product is 1, measured by
+    conv_operator_norm's certified intervals."""
+    entry = B.Entry("snconv", load_normalizer("snconv"))
+    for rec in B.lipschitz_control([entry], tiny(), seed=2):
+        assert rec["product_lower"] <= 1 + 1e-9 and 1 - 1e-9 <= rec["product_upper"]
+        assert rec["product"] == pytest.approx(1.0, rel=1e-5)
+
+
 def test_variance_fit_recovers_a_known_law_and_rejects_collinear_shapes():
     shapes = [(8, 8), (8, 64), (32, 16), (64, 64), (16, 128), (128, 32)]
     records = [{"fan_in": n, "fan_out": m, "var": 3.0 * n ** -0.7 * m ** -0.4} for m, n in shapes]

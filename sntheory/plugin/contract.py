@@ -523,7 +523,7 @@ def load_normalizer(spec, *, options: Mapping | None = None, name: str | None = 
     if name is not None and plugin.name != name:
         plugin = PluginNormalizer(name, plugin.source, plugin.form, plugin.obj, plugin.options,
                                   plugin.layer_scale, plugin._sig)
-    if validate and plugin.form != "builtin":
+    if validate:
         validate_normalizer(plugin)
     return plugin
 
