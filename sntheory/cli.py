@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="relative accuracy of the operator norm (default 1e-6)")
     conv.add_argument("--json", metavar="PATH", help="write the rows here")
     from .cli_report import register as register_report
+    from . import cli_try
     register_report(sub)
+    cli_try.register(sub)
     return parser
 
 
@@ -320,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "report":
         from .cli_report import run as run_report
         return run_report(args)
+    if args.command == "try":
+        from . import cli_try
+        return cli_try.run(args)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -78,6 +78,7 @@ __all__ = [
 #: Add a module here to make its kinds available to ``sntheory report``.
 KIND_MODULES: tuple[str, ...] = (
     "sntheory.report.kinds_mc",
+    "sntheory.plugin.battery",
 )
 
 #: Profiles a config may define. ``smoke`` (optional) overrides ``quick`` for the test suite.
