@@ -281,3 +281,98 @@ def test_reuse_gives_the_same_numbers_as_a_fresh_draw(name):
     again = dist.sample(np.random.default_rng(5), (3, 5, 7), reuse=True)
     if name in ("gaussian", "uniform", "exponential", "shifted-exponential"):
         assert again is reused or np.shares_memory(again, reused)  # the scratch buffer is reused
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled Gaussian sampler: numpy's numbers, bit for bit
+# ---------------------------------------------------------------------------------------------
+from sntheory import random_weights as _rw  # noqa: E402
+from sntheory.random_weights import fill_standard_normal  # noqa: E402
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2 ** 63 + 7])
+def test_fill_standard_normal_is_numpys_stream(seed):
+    """Same numbers as Generator.standard_normal and the same generator state afterwards,
+    over sizes that straddle nothing special and one large enough (1.2M draws) that the
+    ziggurat's rare paths run: the tail of layer 0 (every |x| > r = 3.654 comes from it,
+    ~300 expected) and the wedge rejections (each consumes an extra draw, so any mismatch
+    would shift every later number and the final state)."""
+    ours, ref = np.random.default_rng(seed), np.random.default_rng(seed)
+    for shape in [(1,), (7,), (3, 5, 2), (1_200_000,), (257,)]:
+        out = np.empty(shape)
+        assert fill_standard_normal(ours, out) is True
+        want = ref.standard_normal(shape)
+        assert np.array_equal(out, want), f"seed {seed}, shape {shape}"
+        if shape == (1_200_000,):
+            assert np.sum(np.abs(out) > 3.6541528853610088) >= 150, f"seed {seed}"
+    assert ours.bit_generator.state == ref.bit_generator.state
+    # the streams continue identically, also through other methods
+    assert ours.integers(0, 2 ** 62, 5).tolist() == ref.integers(0, 2 ** 62, 5).tolist()
+    assert np.array_equal(ours.standard_normal(9), ref.standard_normal(9))
+
+
+def test_fill_standard_normal_keeps_the_uint32_buffer():
+    """A pending 32-bit half-word (has_uint32) is untouched by 64-bit draws, as in numpy."""
+    ours, ref = np.random.default_rng(5), np.random.default_rng(5)
+    ours.integers(0, 10, dtype=np.uint32)
+    ref.integers(0, 10, dtype=np.uint32)
+    out = np.empty(1000)
+    assert fill_standard_normal(ours, out)
+    assert np.array_equal(out, ref.standard_normal(1000))
+    assert ours.bit_generator.state == ref.bit_generator.state
+    assert ours.integers(0, 2 ** 31, dtype=np.uint32) == ref.integers(0, 2 ** 31, dtype=np.uint32)
+
+
+def test_gaussian_sample_uses_the_compiled_sampler_and_gives_numpys_numbers():
+    key = case_spawn_key({"m": 64, "n": 32})
+    for reuse in (False, True):
+        got = parse_distribution("gaussian").sample(block_generator(3, key, 1), (4, 64, 32),
+                                                    reuse=reuse)
+        want = block_generator(3, key, 1).standard_normal((4, 64, 32))
+        assert np.array_equal(got, want), f"reuse={reuse}"
+
+
+def test_fill_standard_normal_declines_what_it_cannot_reproduce():
+    """Other bit generators, other dtypes, non-contiguous or read-only outputs: nothing is
+    drawn (the generator state is unchanged) and False is returned; sample() then falls back
+    to numpy and still gives numpy's numbers."""
+    philox = np.random.Generator(np.random.Philox(3))
+    assert fill_standard_normal(philox, np.empty(10)) is False
+    assert philox.random() == np.random.Generator(np.random.Philox(3)).random()  # untouched
+    rng = np.random.default_rng(3)
+    before = rng.bit_generator.state
+    assert fill_standard_normal(rng, np.empty(10, dtype=np.float32)) is False
+    assert fill_standard_normal(rng, np.empty((4, 6))[:, ::2]) is False
+    frozen = np.empty(10)
+    frozen.flags.writeable = False
+    assert fill_standard_normal(rng, frozen) is False
+    assert rng.bit_generator.state == before
+    assert fill_standard_normal(rng, np.empty((0, 3))) is True
+    assert rng.bit_generator.state == before
+    got = parse_distribution("gaussian").sample(np.random.Generator(np.random.Philox(3)), (5, 4))
+    assert np.array_equal(got, np.random.Generator(np.random.Philox(3)).standard_normal((5, 4)))
+
+
+def test_fill_standard_normal_argument_errors():
+    with pytest.raises(TypeError, match="`rng` must be a numpy.random.Generator"):
+        fill_standard_normal(np.random.RandomState(0), np.empty(3))
+    with pytest.raises(TypeError, match="`out` must be a numpy array"):
+        fill_standard_normal(np.random.default_rng(0), [0.0, 0.0])
+
+
+def test_self_check_catches_a_wrong_table(monkeypatch):
+    """Negative control for the first-use check: with one ziggurat width perturbed by one ulp
+    the compiled sampler no longer reproduces numpy; the check must notice, warn, and leave
+    sampling to numpy (whose numbers come out)."""
+    ki, wi, fi = _rw._ZIG_TABLES
+    bad_wi = wi.copy()
+    bad_wi[17] = np.nextafter(bad_wi[17], 1.0)
+    monkeypatch.setattr(_rw, "_ZIG_TABLES", (ki, bad_wi, fi))
+    monkeypatch.setitem(_rw._FAST_NORMAL, "checked", False)
+    monkeypatch.setitem(_rw._FAST_NORMAL, "ok", False)
+    rng = np.random.default_rng(11)
+    out = np.empty(100)
+    with pytest.warns(RuntimeWarning, match="does not reproduce"):
+        assert fill_standard_normal(rng, out) is False
+    got = parse_distribution("gaussian").sample(np.random.default_rng(11), (100,), reuse=True)
+    assert np.array_equal(got, np.random.default_rng(11).standard_normal(100))
