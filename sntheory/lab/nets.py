@@ -321,7 +321,11 @@ class Discriminator(nn.Module):
         h = x.unsqueeze(0) if single else x
         last = len(self.layers) - 1
         for i, (layer, w, b) in enumerate(zip(self.layers, weights, biases)):
-            if isinstance(layer, nn.Conv2d):
+            if isinstance(layer, nn.Conv2d) and layer.padding_mode != "zeros":
+                ph, pw = layer.padding
+                h = F.conv2d(F.pad(h, (pw, pw, ph, ph), mode=layer.padding_mode), w, b,
+                             stride=layer.stride, dilation=layer.dilation, groups=layer.groups)
+            elif isinstance(layer, nn.Conv2d):
                 h = F.conv2d(h, w, b, stride=layer.stride, padding=layer.padding,
                              dilation=layer.dilation, groups=layer.groups)
             else:

@@ -1,0 +1,23 @@
+"""Discriminator.functional_forward honours every padding mode of its conv layers."""
+import pytest
+import torch
+from torch import nn
+
+from sntheory.lab.nets import Discriminator
+
+
+@pytest.mark.parametrize("mode", ["zeros", "circular", "reflect", "replicate"])
+def test_functional_forward_matches_modules_for_padding_mode(mode):
+    torch.manual_seed(0)
+    d = Discriminator([nn.Conv2d(2, 3, 3, padding=1, padding_mode=mode, dtype=torch.float64),
+                       nn.Conv2d(3, 4, 4, stride=2, padding=1, padding_mode=mode,
+                                 dtype=torch.float64),
+                       nn.Linear(4 * 4 * 4, 1, dtype=torch.float64)], "leaky_relu:0.1", (2, 8, 8))
+    x = torch.randn(5, 2, 8, 8, dtype=torch.float64)
+    h = x
+    for i, layer in enumerate(d.layers):
+        h = layer(h if isinstance(layer, nn.Conv2d) else h.flatten(1))
+        if i < 2:
+            h = torch.nn.functional.leaky_relu(h, 0.1)
+    with torch.no_grad():
+        torch.testing.assert_close(d(x), h.squeeze(1).detach(), rtol=1e-14, atol=1e-14)
