@@ -78,6 +78,7 @@ __all__ = [
 #: Add a module here to make its kinds available to ``sntheory report``.
 KIND_MODULES: tuple[str, ...] = (
     "sntheory.report.kinds_mc",
+    "sntheory.report.kinds_lab",
     "sntheory.plugin.battery",
 )
 
