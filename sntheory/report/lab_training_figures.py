@@ -110,6 +110,11 @@ def panels_figure(panels: Sequence[Panel], path: str | Path, *, title: str = "",
                            label=ref.label or None)
         if panel.ylog and drawn:
             ax.set_yscale("log")
+            low, high = ax.get_ylim()
+            if high < 20 * low:               # under ~a decade: plain numbers, not 1.6 x 10^0
+                from matplotlib.ticker import FormatStrFormatter
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+                ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
         if panel.xlog:
             ax.set_xscale("log")
         ax.set_title(panel.title, fontsize=9)
