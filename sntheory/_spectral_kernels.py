@@ -554,10 +554,11 @@ def _second_ritz(alpha, beta, n, theta1, a, b, x0, pole, tw, tx, twork):
 
 @njit(fastmath=_FM, cache=True, error_model="numpy")
 def _lanczos_one(X, ff, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, twork,
-                 delta_hint, rho_coef, quad):
+                 delta_hint, rho_coef, quad, confirm):
     """Lanczos with full reorthogonalisation on B = ff X^T X from the unit vector v0.
 
-    Stops when the error bound on the Ritz value, in sigma units, is <= tol * sigma.
+    Stops when the error bound on the Ritz value, in sigma units, is <= tol * sigma (with
+    quad and confirm: at the second consecutive step where it is).
     Returns (theta1, err_lam, iterations, theta2, r2, gap_used).
 
     err_lam = min(r1, r1^2 / delta) + rho where r1 = beta_j |s_j| is the residual norm of the
@@ -675,7 +676,7 @@ def _lanczos_one(X, ff, v0, tol, maxit, V, alpha, beta, w, h, tz, tw, tx, twork,
             # the next Lanczos vector, lies mostly in the plane of the two singular vectors;
             # the next step then produces a second Ritz value next to theta1, the gap
             # estimate collapses and the iteration goes on until the pair is resolved.
-            if confirming or not quad:
+            if confirming or not quad or not confirm:
                 break
             confirming = True
         else:
@@ -764,11 +765,11 @@ def lanczos_batch(a3, rtol, maxit, seed, rho_coef, quad, sigma, bound, amax_out,
                     Xs[i, j] = math.ldexp(float(X[i, j]), -e)
             th, err, it, t2, r2, gp = _lanczos_one(Xs, 1.0, v0, rtol, mx, V, alpha, beta,
                                                    w, h, tz, tw, tx, twork, 0.0, rho_coef,
-                                                   quad)
+                                                   quad, True)
         else:
             th, err, it, t2, r2, gp = _lanczos_one(X, _pow2(-2 * e), v0, rtol, mx, V, alpha,
                                                    beta, w, h, tz, tw, tx, twork, 0.0,
-                                                   rho_coef, quad)
+                                                   rho_coef, quad, True)
         sg, eb = _finish(th, err, e, rtol)
         sigma[b] = sg
         bound[b] = eb
@@ -876,7 +877,11 @@ def mixed_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_o
     is about ||A^T A - A32^T A32|| ~ 1e-7 sigma_1^2, so the gap bound r^2/delta is ~1e-12
     relative).  The gap estimate of stage 1 carries over after widening it by the rigorous
     Weyl bound ||A^T A - A32^T A32||_2 <= (2 sigma_1 + ||E||_F) ||E||_F, E = A - A32.  Stage 2
-    goes on iterating (plain Lanczos) if one step does not meet rtol.
+    stops at the first step that meets rtol (one float64 pass as a rule: stage 1 stops at
+    rtol/4) and goes on iterating (plain Lanczos) otherwise.  It has no confirming step:
+    stage 1 already confirmed that its top Ritz value is resolved, and a second stage-2 step
+    could not revise that (its gap estimate is at least the stage-1 hint), so the step would
+    only sharpen sigma beyond rtol at the price of a pass over the float64 matrix.
 
     The float32 copy is made in one read of the matrix that also yields amax, ||E||_F and the
     two sums reported per matrix (the float32 copy stays unscaled; the scale 2^-2e is applied
@@ -924,7 +929,7 @@ def mixed_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_o
             ssq, tot = _scaled_sums(X, e)
         th1, err1, it1, t2, r2, gp = _lanczos_one(X32, ff32, v0, 0.25 * rtol, mx, V,
                                                   alpha, beta, w, h, tz, tw, tx, twork, 0.0,
-                                                  rho_coef, True)
+                                                  rho_coef, True, True)
         _ritz_vector(alpha, beta, it1, V, th1, y, tw, tx, twork)
         # rigorous Weyl shift between the spectra of the two operators
         shift = (2.0 * math.sqrt(max(th1, 0.0) + err1) + efro) * efro * 1.01
@@ -939,12 +944,11 @@ def mixed_batch(a3, rtol, maxit, seed, rho_coef, sigma, bound, amax_out, iters_o
                     Xs[i, j] = math.ldexp(float(X[i, j]), -e)
             th, err, it, t2b, r2b, gpb = _lanczos_one(Xs, 1.0, y, rtol, mx, V, alpha,
                                                       beta, w, h, tz, tw, tx, twork,
-                                                      max(hint, 0.0), rho_coef, True)
+                                                      max(hint, 0.0), rho_coef, True, False)
         else:
             th, err, it, t2b, r2b, gpb = _lanczos_one(X, _pow2(-2 * e), y, rtol, mx, V, alpha,
-                                                      beta,
-                                                      w, h, tz, tw, tx, twork,
-                                                      max(hint, 0.0), rho_coef, True)
+                                                      beta, w, h, tz, tw, tx, twork,
+                                                      max(hint, 0.0), rho_coef, True, False)
         sg, eb = _finish(th, err, e, rtol)
         sigma[b] = sg
         bound[b] = eb

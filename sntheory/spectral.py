@@ -30,7 +30,9 @@ Paths (``method=``)
 ``"mixed"``        float64 input: ``"lanczos-gap"`` on a float32 copy (half the memory
                    traffic; the arithmetic stays float64), then float64 Lanczos steps from
                    the float32 Ritz vector until the float64 bound meets ``rtol`` (usually
-                   two steps).  float32 input: same as ``"lanczos-gap"``.
+                   one step, i.e. one pass over the float64 matrix; no confirming step:
+                   the float32 stage has confirmed).  float32 input: same as
+                   ``"lanczos-gap"``.
 ``"auto"``         by shape and dtype: ``"tiny"`` for a small side (k <= 8, or up to 48 when a
                    cost model says it beats Lanczos: up to ~28 for square matrices, more for
                    elongated ones), ``"mixed"`` for float64 with ``m n >= 300^2``, else
