@@ -434,11 +434,18 @@ def _counts_text(rows: Sequence[ClaimRow]) -> str:
             f"{counts['INCONCLUSIVE']} INCONCLUSIVE")
 
 
+def _device(ctx: RunContext) -> str:
+    """Where a lab experiment ran: training on ``ctx.device``, probes and checks on the CPU."""
+    if ctx.device == "cpu":
+        return "cpu"
+    return f"{ctx.device} (training), cpu (float64 probes and checks)"
+
+
 def _title(ctx: RunContext, what: str) -> str:
     return f"{ctx.experiment}: {what} (profile {ctx.profile}, seed {ctx.seed})"
 
 
-# ---- P1 --------------------------------------------------------------------------------------------
+# ---- P1 ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class P1GradientsParams(LabTrainingParams):
@@ -543,7 +550,7 @@ def run_p1_gradients(params: P1GradientsParams, out_dir: Path, ctx: RunContext
                "control (activation scaled_relu:2, Lipschitz 2) may cross it: its forward and "
                "backward factors are up to 2 per activation beyond the bound's."),
     ]
-    return ExperimentOutput(rows=rows, figures=figures, records=records,
+    return ExperimentOutput(device=_device(ctx), rows=rows, figures=figures, records=records,
                             summary=_p1_summary(runs, rows, records))
 
 
@@ -560,7 +567,8 @@ def _p1_summary(runs: Sequence[_Run], rows: Sequence[ClaimRow], records: Sequenc
             grads[r["layer"]].append(r["grad_eff_fro_max"])
         medians = ", ".join(_fmt(float(np.median(v))) for _, v in sorted(grads.items()))
         text = (f"`{run.label}`: median over probe steps of the largest per-sample gradient, "
-                f"layer by layer: [{medians}]; worst measured/bound {_fmt(worst, 4)}")
+                f"layer by layer: [{medians}]; worst per-sample measured/bound (kernel gradient) "
+                f"{_fmt(worst, 4)}")
         if run.control:
             outside = [r for r in rows if r.setting.startswith(run.label + ":")
                        and not r.hypotheses_hold and r.extra.get("statement_id")
@@ -579,7 +587,7 @@ def _p1_summary(runs: Sequence[_Run], rows: Sequence[ClaimRow], records: Sequenc
     return " ".join(parts)
 
 
-# ---- P2 --------------------------------------------------------------------------------------------
+# ---- P2 ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class P2InvarianceParams(LabTrainingParams):
@@ -651,10 +659,11 @@ def run_p2_invariance(params: P2InvarianceParams, out_dir: Path, ctx: RunContext
                + " ".join(parts) + " The trained discriminators have biases: the bias-free rows "
                "drop them (the paper's form), the scaled rows keep them scaled as THEORY.md P2 "
                "states.")
-    return ExperimentOutput(rows=rows, figures=figures, records=records, summary=summary)
+    return ExperimentOutput(device=_device(ctx), rows=rows, figures=figures, records=records,
+                            summary=summary)
 
 
-# ---- T1 --------------------------------------------------------------------------------------------
+# ---- T1 ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class T1RescalingParams(LabTrainingParams):
@@ -726,16 +735,18 @@ def run_t1_rescaling(params: T1RescalingParams, out_dir: Path, ctx: RunContext
         Figure("t1_excess.png",
                "Left: log(g_t ||w_t||_sp) per layer, centred (flat in the class D). Right: "
                "||grad D|| at equal spectral norms over the minimum over all rescalings "
-               "(1 inside D) beside its bound, the check's tolerance (red tick): bars below it HOLD."),
+               "(1 inside D) beside its bound, the check's tolerance (red tick): bars below "
+               "it HOLD."),
     ]
     summary = (f"{len(runs)} trained discriminators. In-hypothesis rows: {_counts_text(rows)}. "
                + " ".join(parts) + " The identity and the AM-GM minimiser are exact statements; "
                "the hypothesis (class D) and the excess are measurements: INCONCLUSIVE, not "
                "VIOLATED, when a trained network is outside the tolerance.")
-    return ExperimentOutput(rows=rows, figures=figures, records=records, summary=summary)
+    return ExperimentOutput(device=_device(ctx), rows=rows, figures=figures, records=records,
+                            summary=summary)
 
 
-# ---- P3 --------------------------------------------------------------------------------------------
+# ---- P3 ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class P3HessianParams(LabTrainingParams):
@@ -811,10 +822,11 @@ def run_p3_hessian(params: P3HessianParams, out_dir: Path, ctx: RunContext) -> E
                + " For piecewise-linear networks the Gauss-Newton form is the whole Hessian "
                "(gap at round-off); for the smooth control it is not, which is why P3 needs the "
                "hypothesis.")
-    return ExperimentOutput(rows=rows, figures=[figure], records=records, summary=summary)
+    return ExperimentOutput(device=_device(ctx), rows=rows, figures=[figure], records=records,
+                            summary=summary)
 
 
-# ---- paired trend tests -----------------------------------------------------------------------------
+# ---- paired trend tests --------------------------------------------------------------------------
 
 def paired_sign_test(first: Sequence[float], second: Sequence[float], *,
                      ci_level: float = 0.95) -> dict:
@@ -893,6 +905,17 @@ def _series(records: Sequence[dict], run: str, layer: int, key: str) -> dict[int
             and key in r}
 
 
+def _paired(records: Sequence[dict], first: str, second: str, layer: int) -> tuple:
+    """``(steps, first values, second values)`` at the probe steps both runs have."""
+    a = _series(records, first, layer, "grad")
+    b = _series(records, second, layer, "grad")
+    steps = sorted(set(a) & set(b))
+    if not steps:
+        raise ValueError(f"runs {first!r} and {second!r} have no probe step in common for layer "
+                         f"{layer}: nothing to pair (same `probe_every` needed)")
+    return steps, [a[s] for s in steps], [b[s] for s in steps]
+
+
 def _check_trend_params(quantity: str, batch: str, alpha: float) -> None:
     if quantity not in GRADIENT_QUANTITIES:
         raise ValueError(f"`quantity` must be one of {sorted(GRADIENT_QUANTITIES)}, got "
@@ -918,7 +941,7 @@ def _gradient_records(run: _Run, probes: Sequence[dict], quantity: str, batch: s
     return out
 
 
-# ---- SNw versus SNConv -------------------------------------------------------------------------------
+# ---- SNw versus SNConv ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class SnwVsSnconvParams(LabTrainingParams):
@@ -955,14 +978,12 @@ def run_snw_vs_snconv(params: SnwVsSnconvParams, out_dir: Path, ctx: RunContext
     layers = sorted({(r["layer"], r["layer_label"]) for r in grads})
     tests, records = [], []
     for layer, label in layers:
-        a = _series(grads, first.label, layer, "grad")
-        b = _series(grads, second.label, layer, "grad")
-        steps = sorted(set(a) & set(b))
-        tests.append(paired_sign_test([a[s] for s in steps], [b[s] for s in steps]))
-        for s in steps:
+        steps, a, b = _paired(grads, first.label, second.label, layer)
+        tests.append(paired_sign_test(a, b))
+        for s, ga, gb in zip(steps, a, b):
             records.append({"step": s, "layer": layer, "layer_label": label,
-                            f"grad_{first.label}": a[s], f"grad_{second.label}": b[s],
-                            "ratio": _ratio(b[s], a[s]),
+                            f"grad_{first.label}": ga, f"grad_{second.label}": gb,
+                            "ratio": _ratio(gb, ga),
                             "quantity": params.quantity, "batch": params.batch})
     verdicts = trend_verdicts(tests, params.alpha, expect="less")
     rows = []
@@ -1003,10 +1024,11 @@ def run_snw_vs_snconv(params: SnwVsSnconvParams, out_dir: Path, ctx: RunContext
                f"significant in this run; INCONCLUSIVE: too few or mixed steps; VIOLATED: "
                f"significantly reversed). A measurement of a trend, not a theorem: R only says "
                f"SNConv's divisor is between 1 and alpha times SNw's.")
-    return ExperimentOutput(rows=rows, figures=[figure], records=records, summary=summary)
+    return ExperimentOutput(device=_device(ctx), rows=rows, figures=[figure], records=records,
+                            summary=summary)
 
 
-# ---- scaled SN ----------------------------------------------------------------------------------------
+# ---- scaled SN -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ScaledSnParams(LabTrainingParams):
@@ -1055,10 +1077,8 @@ def run_scaled_sn(params: ScaledSnParams, out_dir: Path, ctx: RunContext) -> Exp
     tests, where = [], []
     for layer, label in layers:
         for low, high in pairs:
-            a = _series(records, low.label, layer, "grad")
-            b = _series(records, high.label, layer, "grad")
-            steps = sorted(set(a) & set(b))
-            tests.append(paired_sign_test([a[s] for s in steps], [b[s] for s in steps]))
+            _, a, b = _paired(records, low.label, high.label, layer)
+            tests.append(paired_sign_test(a, b))
             where.append((layer, label, low, high))
     verdicts = trend_verdicts(tests, params.alpha, expect="greater")
     claim = ctx.claim or "P1"
@@ -1103,10 +1123,11 @@ def run_scaled_sn(params: ScaledSnParams, out_dir: Path, ctx: RunContext) -> Exp
                f"steps: {medians}. P1 rows: {_counts_text(p1)}. Trend rows "
                f"(s_a -> s_b): {_counts_text([r for r in rows if r not in p1])}; a measured "
                f"trend, not a theorem.")
-    return ExperimentOutput(rows=rows, figures=[figure], records=records, summary=summary)
+    return ExperimentOutput(device=_device(ctx), rows=rows, figures=[figure], records=records,
+                            summary=summary)
 
 
-# ---- variance through training ------------------------------------------------------------------------
+# ---- variance through training -------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class VarianceTrainingParams(LabTrainingParams):
@@ -1221,8 +1242,9 @@ def variance_rows(points: Sequence[dict], *, experiment: str, claim_setting: str
     above = [p for p, r in zip(points, ratios) if r > 1 + rel_tol]
     exact = [p for p in above if p["normalized_norm"] <= scale * (1 + rel_tol)]
     lagging = [p for p in above if p not in exact]
-    hyp = (f"the layer's normaliser divides by its spectral norm (scale s = {scale:g}): "
-           f"{'SNw/SSN (||w^||, power iteration), SNConv (||w~|| >= ||w^||)' if form == 'T2' else 'BSN/BSSN ((||w^|| + ||w^p||)/2)'}")
+    how = ("SNw/SSN (||w^||, power iteration), SNConv (||w~|| >= ||w^||)" if form == "T2"
+           else "BSN/BSSN ((||w^|| + ||w^'||)/2)")
+    hyp = f"the layer's normaliser divides by its spectral norm (scale s = {scale:g}): {how}"
     detail = (f"worst at step {w['step']}: Var {w['var']:.6g} vs {w['paper_bound']:.6g} (ratio "
               f"{ratios[k]:.6g}); normalised norm up to "
               f"{max(p['normalized_norm'] for p in points):.9g} (target {scale:g})")
@@ -1335,6 +1357,12 @@ def run_variance_training(params: VarianceTrainingParams, out_dir: Path, ctx: Ru
         parts.append(f"L_hat through training reaches {_fmt(worst_l.measured, 4)} "
                      f"({worst_l.setting.split(',')[0]}; i.i.d. reference "
                      f"{_fmt(worst_l.bound, 4)}).")
+    l_out = [r for r in rows if r.extra.get("check", "").startswith("L-")
+             and not r.hypotheses_hold]
+    if l_out:
+        top = max(l_out, key=lambda r: r.measured)
+        parts.append(f"Without normalisation L_hat reaches {_fmt(top.measured, 4)} "
+                     f"({top.setting.split(',')[0]}; outside the hypotheses).")
     outside = [r for r in rows if not r.hypotheses_hold and r.extra.get("check") in ("T2", "T3")]
     if outside:
         fails = sum(r.extra.get("observed") == "bound-fails" for r in outside)
@@ -1342,11 +1370,11 @@ def run_variance_training(params: VarianceTrainingParams, out_dir: Path, ctx: Ru
                      f"somewhere in training (outside the hypotheses).")
     parts.append("The upper bounds are deterministic facts about every matrix (stable rank <= "
                  "rank); the L_hat rows are measurements.")
-    return ExperimentOutput(rows=rows, figures=[figure], records=records,
+    return ExperimentOutput(device=_device(ctx), rows=rows, figures=[figure], records=records,
                             summary=" ".join(parts))
 
 
-# ---- the ratio ||w~|| / ||w^|| through training --------------------------------------------------------
+# ---- the ratio ||w~|| / ||w^|| through training --------------------------------------------------
 
 @dataclass(frozen=True)
 class RatioTrainingParams(LabTrainingParams):
@@ -1521,10 +1549,11 @@ def run_ratio_training(params: RatioTrainingParams, out_dir: Path, ctx: RunConte
         fails = sum(r.extra.get("observed") == "bound-fails" for r in control)
         summary += (f" Negative control (alpha dropped): ||w~|| > ||w^|| on {fails} of "
                     f"{len(control)} layers, so SNw does not make a conv layer 1-Lipschitz.")
-    return ExperimentOutput(rows=rows, figures=[figure], records=records, summary=summary)
+    return ExperimentOutput(device=_device(ctx), rows=rows, figures=[figure], records=records,
+                            summary=summary)
 
 
-# ---- registration ---------------------------------------------------------------------------------
+# ---- registration --------------------------------------------------------------------------------
 
 def _version() -> str:
     from ..lab.probes import PROBE_VERSION
