@@ -389,3 +389,26 @@ def test_trend_verdicts_hold_reverse_and_stay_open():
     assert trend_verdicts([larger], 0.05, expect="greater") == [("HOLDS", "bound-holds")]
     with pytest.raises(ValueError, match="`expect`"):
         trend_verdicts([smaller], 0.05, expect="down")
+
+
+def test_without_a_cache_runs_go_to_a_scratch_folder_shared_within_the_process(tmp_path):
+    ctx = RunContext(seed=0, profile="smoke", cache_dir=None, progress=False)
+    root = runs_root(ctx)
+    assert root == runs_root(ctx) and root.is_dir() and tmp_path not in root.parents
+    cfg = _tiny_run_config(steps=4)
+    run_dir = ensure_training_run(cfg, ctx)
+    assert run_dir.parent == root and run_is_finished(run_dir, 4)
+
+
+def test_figure_helpers_reject_empty_input(tmp_path):
+    from sntheory.report.lab_training_figures import panels_figure, ratio_figure, series_by
+
+    with pytest.raises(ValueError, match="`panels` must hold at least one Panel"):
+        panels_figure([], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="`reduce` must be"):
+        series_by([], ("layer",), "grad", reduce="median")
+    dense_only = [{"run": "snw", "layer": 2, "layer_label": "dense 1", "step": 0, "ratio": 1.0,
+                   "alpha": 1.0, "kind": "linear"}]
+    assert series_by(dense_only, ("layer",), "ratio")[(2,)][1].tolist() == [1.0]
+    with pytest.raises(ValueError, match="no conv layer"):
+        ratio_figure([], tmp_path / "r.png")
