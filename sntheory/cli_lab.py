@@ -135,12 +135,15 @@ def _rows_of(result) -> list:
     return out
 
 
-def _to_json(result, rows) -> dict:
+def _to_json(result, rows, args: argparse.Namespace) -> dict:
     if hasattr(result, "to_json"):
         return result.to_json()
-    if isinstance(result, dict):
+    if isinstance(result, dict) and "provenance" in result:
         return result
-    return {"rows": [r.to_dict() for r in rows]}
+    from .provenance import provenance
+    config = {"claim": args.lab_claim, "run": str(args.run), "step": args.step,
+              "seed": args.seed}
+    return {"rows": [r.to_dict() for r in rows], "provenance": provenance(args.seed, config)}
 
 
 def format_claim_rows(rows, *, title: str = "") -> str:
@@ -202,7 +205,7 @@ def run_check(args: argparse.Namespace) -> int:
     print(format_claim_rows(rows, title=f"{text} -- run {run_dir}"))
     if args.json:
         from .monte_carlo import atomic_write_text
-        atomic_write_text(Path(args.json), json.dumps(_to_json(result, rows), indent=1,
+        atomic_write_text(Path(args.json), json.dumps(_to_json(result, rows, args), indent=1,
                                                       sort_keys=True))
         print(f"records written to {args.json}")
     return 1 if any(r.counts_as_failure for r in rows) else 0

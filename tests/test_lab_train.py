@@ -449,8 +449,9 @@ def test_cli_checks_print_rows_and_map_verdicts_to_exit_codes(reference, tmp_pat
     assert "layer 1" in out and "HOLDS: 1" in out and "a note" in out
     assert run_cli(["check", "prop1", "--run", reference, "--step", "99",
                     "--json", tmp_path / "rows.json"]) == 1
-    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
-    assert rows[0]["verdict"] == "VIOLATED"
+    written = json.loads((tmp_path / "rows.json").read_text())
+    assert written["rows"][0]["verdict"] == "VIOLATED"
+    assert written["provenance"]["config"]["claim"] == "prop1"
     assert run_cli(["check", "prop1", "--run", reference, "--seed", "3"]) == 2
     assert "`--seed` does not apply" in capsys.readouterr().err
     assert run_cli(["check", "prop1", "--run", tmp_path / "nothing"]) == 2
