@@ -12,7 +12,11 @@ Tables and keys (defaults in brackets; every key is optional unless marked *requ
     [net]        sntheory.lab.nets.NetConfig without image_size / channels (those come from
                  [data]): arch, width, depth, activation, bias, latent_dim, gen_width
     [normalizer] name ["none"] (a key of sntheory.normalizers.NORMALIZERS); every other key is a
-                 keyword argument of its attach function (n_power_iterations, eps, scale, gamma)
+                 keyword argument of its attach function (n_power_iterations, eps, scale, gamma).
+                 Or name = "plugin:<spec>" (a spec of sntheory.plugin.load_normalizer:
+                 "pkg.mod:attr", "path/file.py:attr", a registered name), loaded and checked
+                 against the plug-in contract when the file is read; the other keys are its
+                 options
     [train]      loss ["wgan" | "hinge" | "ns"], gp_weight [0.0] (0 = no gradient penalty),
                  lr [1e-4], beta1 [0.5], beta2 [0.999], n_dis [1], batch_size [64],
                  gen_lr [= lr]
@@ -221,6 +225,9 @@ class NormalizerSection:
     @classmethod
     def parse(cls, t: _Table) -> "NormalizerSection":
         from ..normalizers import NORMALIZERS
+        raw = t.data.get("name", "none")
+        if isinstance(raw, str) and raw.startswith("plugin:"):
+            return cls._parse_plugin(t)
         name = t.choice("name", "none", NORMALIZERS)
         kwargs = t.rest()
         params = inspect.signature(NORMALIZERS[name].attach).parameters
@@ -235,6 +242,23 @@ class NormalizerSection:
         if required:
             raise ValueError(f"{t.where} name = {name!r} needs key(s) {required} (e.g. "
                              f"`{required[0]} = 1.5`)")
+        return cls(name=name, kwargs=kwargs)
+
+    @classmethod
+    def _parse_plugin(cls, t: _Table) -> "NormalizerSection":
+        """``name = "plugin:<spec>"``: the other keys are the plug-in's options; the spec is
+        loaded and checked against the plug-in contract now (before any work starts)."""
+        from ..plugin.contract import load_normalizer
+        name = t.string("name", None)
+        spec = name[len("plugin:"):].strip()
+        if not spec:
+            raise t.fail("name", name, "'plugin:' must be followed by a spec: 'pkg.mod:attr', "
+                                       "'path/file.py:attr' or a registered name")
+        kwargs = t.rest()
+        try:
+            load_normalizer(spec, options=kwargs or None)
+        except (TypeError, ValueError, FileNotFoundError) as error:
+            raise type(error)(f"{t.where} name = {name!r}: {error}") from None
         return cls(name=name, kwargs=kwargs)
 
     def to_dict(self) -> dict:

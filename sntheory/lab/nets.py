@@ -379,11 +379,18 @@ def _discriminator_layers(cfg: NetConfig) -> list[nn.Module]:
     return layers
 
 
-def build_discriminator(cfg: NetConfig, normalizer: str = "none", *,
+def build_discriminator(cfg: NetConfig, normalizer="none", *,
                         normalizer_kwargs: dict | None = None,
                         seed: int | None = None) -> Discriminator:
-    """A :class:`Discriminator` for ``cfg`` with normalizer ``normalizer`` attached to every layer
-    (names of :data:`sntheory.normalizers.NORMALIZERS`; SNConv gets the true input sizes).
+    """A :class:`Discriminator` for ``cfg`` with normalizer ``normalizer`` attached to every layer.
+
+    ``normalizer``: a name of :data:`sntheory.normalizers.NORMALIZERS` (SNConv gets the true input
+    sizes; ``normalizer_kwargs`` go to its attach function), ``"plugin:<spec>"`` (a spec of
+    :func:`sntheory.plugin.load_normalizer`: ``pkg.mod:attr``, ``path/file.py:attr``, a registered
+    or built-in name; ``normalizer_kwargs`` are its options), or a normalizer object with
+    ``.attach(module, name="weight", *, input_size=None)`` (a
+    :class:`~sntheory.plugin.contract.PluginNormalizer`), attached to each layer with its input
+    ``(H, W)`` (conv layers).
 
     ``seed`` (optional) seeds torch's default initialization for this build only.
     """
@@ -391,10 +398,28 @@ def build_discriminator(cfg: NetConfig, normalizer: str = "none", *,
 
     if not isinstance(cfg, NetConfig):
         raise TypeError(f"`cfg` must be a NetConfig, got {type(cfg).__name__}")
+    plugin = None
+    if isinstance(normalizer, str) and normalizer.startswith("plugin:"):
+        from ..plugin.contract import load_normalizer
+        plugin = load_normalizer(normalizer[len("plugin:"):], options=normalizer_kwargs or None)
+    elif not isinstance(normalizer, str):
+        if not callable(getattr(normalizer, "attach", None)):
+            raise TypeError(f"`normalizer` must be a name of sntheory.normalizers.NORMALIZERS, "
+                            f"'plugin:<spec>' or an object with .attach(module, name, *, "
+                            f"input_size=None), got {type(normalizer).__name__}")
+        if normalizer_kwargs:
+            raise ValueError(f"`normalizer_kwargs` {sorted(normalizer_kwargs)} cannot be passed "
+                             f"to a normalizer object; load it with its options instead")
+        plugin = normalizer
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         disc = Discriminator(_discriminator_layers(cfg), cfg.activation, cfg.input_shape)
+        if plugin is not None:
+            for layer, info in zip(disc.layers, disc.layer_info):
+                plugin.attach(layer, "weight", input_size=None if info.geometry is None
+                              else info.geometry.input_size)
+            return disc
         kwargs = dict(normalizer_kwargs or {})
         if normalizer == "snconv":
             kwargs["input_sizes"] = disc.input_sizes()
