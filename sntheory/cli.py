@@ -108,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="relative accuracy of the operator norm (default 1e-6)")
     conv.add_argument("--json", metavar="PATH", help="write the rows here")
     from .cli_report import register as register_report
+    from .cli_lab import register as register_lab, register_checks as register_lab_checks
     from . import cli_try
+    register_lab(sub)             # sntheory train CONFIG.toml
+    register_lab_checks(claims)   # sntheory check prop1|prop2|thm1|prop3 --run DIR
     register_report(sub)
     cli_try.register(sub)
     return parser
@@ -311,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if getattr(args, "lab_handler", None) is not None:
+        return args.lab_handler(args)
     if args.command == "check" and args.claim is None:
         parser.parse_args(["check", "--help"])
     if args.command == "check" and args.claim in ("thm2", "thm3"):
