@@ -27,3 +27,10 @@ def test_unsupported_padding_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="padding_mode 'reflect'.*not supported"):
         Discriminator([nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"),
                        nn.Linear(3 * 8 * 8, 1)], "relu", (2, 8, 8))
+
+
+def test_input_too_small_names_the_layer():
+    with pytest.raises(ValueError, match=r"layer 1 \(conv4x4/s2\) cannot take an input of shape "
+                                         r"\(2, 1, 1\)"):
+        Discriminator([nn.Conv2d(1, 2, 4, stride=2), nn.Conv2d(2, 2, 4, stride=2),
+                       nn.Linear(2, 1)], "relu", (1, 4, 4))

@@ -246,8 +246,13 @@ class Discriminator(nn.Module):
                 if shape[0] != layer.in_channels:
                     raise ValueError(f"layer {i} expects {layer.in_channels} channels, gets "
                                      f"{shape[0]}")
-                geometry = ConvGeometry.from_module(layer, shape[1:])
-                out_hw = geometry.output_size(layer.kernel_size)
+                try:
+                    geometry = ConvGeometry.from_module(layer, shape[1:])
+                    out_hw = geometry.output_size(layer.kernel_size)
+                except ValueError as exc:
+                    raise ValueError(f"layer {i} (conv{layer.kernel_size[0]}x"
+                                     f"{layer.kernel_size[1]}/s{layer.stride[0]}) cannot take an "
+                                     f"input of shape {shape}: {exc}") from exc
                 if min(out_hw) < 1:
                     raise ValueError(f"input {shape} is too small for layer {i} "
                                      f"(conv{layer.kernel_size[0]}x{layer.kernel_size[1]}"
