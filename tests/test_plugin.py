@@ -38,12 +38,13 @@ EXAMPLE = "experiments/try_example/geomean_norm.py:geomean_normalize"
 
 # A battery small enough for the test suite: 6 dense + 5 conv shapes, depth 8, a 2-wide 8x8 lab
 # discriminator. Dense width 32 / conv width 8 keep the large-init control clearly exploding
-# (per-layer factor sqrt(fan_in / 2) = 4 and 6 > sqrt(10)).
+# (per-layer factor sqrt(fan_in / 2) = 4 and 6 > sqrt(10)). The training part is off here; it
+# has its own tests (tests/test_plugin_training.py).
 TINY = dict(dense_shapes=((8, 8), (8, 32), (16, 16), (16, 64), (32, 8), (32, 32)),
             conv_shapes=((8, 4, 3, 3), (8, 8, 3, 3), (16, 8, 4, 4), (8, 16, 1, 1), (16, 16, 3, 3)),
             variance_samples=6, depths=(2, 4, 8), stacks=("dense:relu", "conv:leaky_relu"),
             dense_width=32, conv_width=8, conv_image=6, depth_nets=4, depth_batch=4,
-            net_image_size=8, net_width=2, baselines=())
+            net_image_size=8, net_width=2, baselines=(), training=False)
 
 
 def tiny(**extra) -> BatteryConfig:
@@ -652,18 +653,25 @@ def test_try_normalizer_python_entry_matches_run_battery(snw_run):
 
 def test_report_kind_smoke_profile(tmp_path):
     experiments = pytest.importorskip("sntheory.report.experiments")
-    config = experiments.load_config("experiments/try_example/report_config.toml")
+    import dataclasses
+
+    config = experiments.load_config("experiments/try_example/config.toml")
     assert config.kind == "plugin-battery"
     assert config.params("full").config().profile == "full"
-    params = config.params("smoke")
+    # the training part on smoke sizes (20 steps), whatever the config's smoke table says
+    params = dataclasses.replace(config.params("smoke"), train_steps=20, train_probe_every=10)
     ctx = experiments.RunContext(seed=0, profile="smoke", experiment="try_example")
     out = B.run_report_kind(params, tmp_path, ctx)
     assert {r.experiment for r in out.rows} == {"try_example"}
     assert all((tmp_path / f.path).is_file() for f in out.figures)
     assert out.records and all(not isinstance(v, (dict, list)) for r in out.records
                                for v in r.values())
-    assert "geomean_normalize" in out.summary
+    assert "geomean_normalize" in out.summary and "Training (" in out.summary
     assert not any(r.verdict == "VIOLATED" for r in out.rows)
+    assert {"training_gradients.png", "training_vanishing.png"} <= {f.path for f in out.figures}
+    tests = {r.extra["test"] for r in out.rows if r.extra["normalizer"] == "geomean_normalize"}
+    assert {"train-p1", "train-exploding", "train-vanishing-vs-snw", "train-trained"} <= tests
+    assert any(r["part"] == "training" for r in out.records)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -106,6 +106,7 @@ from ..random_weights import block_generator, case_spawn_key
 from ..report.rows import ClaimRow, relative_slack
 from .contract import (NormalizerContractError, NormalizerContractTypeError, PluginNormalizer,
                        load_normalizer)
+from .training import TrainingResult, TrainingSettings, plot_training, training_part
 
 __all__ = ["BatteryConfig", "BatteryResult", "Entry", "PROFILES", "BASELINES", "INITS",
            "EXPERIMENT", "run_battery", "baseline_entries", "variance_law", "fit_variance_law",
@@ -158,6 +159,15 @@ class BatteryConfig:
     baselines: tuple = BASELINES
     init: str = "lecun"
     init_gain: float = 1.0
+    training: bool = True
+    train_steps: int = 300
+    train_probe_every: int = 50
+    train_width: int = 32
+    train_depth: int = 2
+    train_batch_size: int = 64
+    train_probe_batch: int = 16
+    train_lr: float = 2e-4
+    train_loss: str = "wgan"
 
     def __post_init__(self) -> None:
         require_choice("profile", self.profile, tuple(PROFILES) + ("custom",))
@@ -215,6 +225,22 @@ class BatteryConfig:
             require_choice("baselines", b, BASELINES)
         require_choice("init", self.init, INITS)
         require_positive_float("init_gain", self.init_gain)
+        if not isinstance(self.training, bool):
+            raise TypeError(f"`training` must be true or false, got {self.training!r}")
+        for name in ("train_steps", "train_probe_every", "train_width", "train_depth",
+                     "train_batch_size", "train_probe_batch"):
+            require_positive_int(name, getattr(self, name))
+        require_positive_float("train_lr", self.train_lr)
+        require_choice("train_loss", self.train_loss, ("wgan", "hinge", "ns"))
+        self.training_settings()  # the training fields make a valid run (checked now)
+
+    def training_settings(self) -> TrainingSettings:
+        """The :class:`~sntheory.plugin.training.TrainingSettings` of the training part."""
+        return TrainingSettings(steps=self.train_steps, probe_every=self.train_probe_every,
+                                width=self.train_width, depth=self.train_depth,
+                                batch_size=self.train_batch_size,
+                                probe_batch=self.train_probe_batch, lr=self.train_lr,
+                                loss=self.train_loss)
 
     @classmethod
     def from_profile(cls, profile: str = "quick", **overrides) -> "BatteryConfig":
@@ -250,6 +276,7 @@ PROFILES: dict[str, dict] = {
         "dense_width": 256, "conv_width": 32, "conv_image": 16,
         "depth_nets": 12, "depth_batch": 16,
         "net_image_size": 32, "net_width": 64,
+        "train_steps": 1000,
     },
 }
 
@@ -685,12 +712,14 @@ _OBSERVED = {"VIOLATED": "bound-fails", "HOLDS": "bound-holds", "INCONCLUSIVE": 
 
 def _row(entry: Entry, key: str, *, setting: str, statement: str, hypotheses: str, flags: str,
          bound: float, measured: float, ci: tuple | None, direction: str, verdict,
-         note: str = "", extra: dict | None = None) -> ClaimRow:
+         note: str = "", extra: dict | None = None,
+         always_in_hypotheses: bool = False) -> ClaimRow:
     """One row. ``verdict`` is the decision; a control's row is OUTSIDE-HYPOTHESES (shown, never
-    counted as a failure) with the decision kept as what was observed. ``extra["decision"]``
-    holds the decision for every role."""
+    counted as a failure) with the decision kept as what was observed, unless
+    ``always_in_hypotheses`` (a theorem that holds for any weights, such as P1).
+    ``extra["decision"]`` holds the decision for every role."""
     decision = str(verdict)
-    inside = entry.role != "control"
+    inside = entry.role != "control" or always_in_hypotheses
     if not inside:
         note = (f"negative control ({entry.control_reason}); observed: "
                 f"{_OBSERVED[decision].replace('-', ' ')}" + (f"; {note}" if note else ""))
@@ -870,6 +899,7 @@ class BatteryResult:
     figures: dict[str, Path]
     records: dict
     summary: dict
+    training: TrainingResult | None = None   # the training part (runs with their losses)
 
     def rows_for(self, label: str) -> list[ClaimRow]:
         return [r for r in self.rows if r.extra.get("normalizer") == label]
@@ -910,14 +940,17 @@ def _classify(rows: Sequence[ClaimRow], stack: str, direction: str) -> str:
 def run_battery(normalizer, *, config: BatteryConfig | None = None, profile: str = "quick",
                 seed: int = 0, out: str | Path | None = None, label: str | None = None,
                 options: dict | None = None, threads: int | None = 1,
-                progress=None) -> BatteryResult:
+                progress=None, runs_dir: str | Path | None = None) -> BatteryResult:
     """Run the battery on ``normalizer`` (a spec for :func:`load_normalizer` or a
     :class:`PluginNormalizer`) beside the baselines.
 
-    ``config`` (or ``profile``: ``"quick"`` / ``"full"``) sets the sizes; ``seed`` the random
-    numbers (one seed in, identical numbers out); ``out`` a directory for figures and records
-    (nothing is written when None); ``threads`` torch / BLAS threads during the run (restored
-    after; None leaves them alone); ``progress`` an optional ``callable(str)``.
+    ``config`` (or ``profile``: ``"quick"`` / ``"full"``) sets the sizes (``training=False``
+    skips the training part); ``seed`` the random numbers (one seed in, identical numbers out);
+    ``out`` a directory for figures and records (nothing is written when None); ``threads``
+    torch / BLAS threads during the run (restored after; None leaves them alone); ``progress`` an
+    optional ``callable(str)``; ``runs_dir`` where the training runs are kept, reused when
+    finished and resumed when interrupted (default: ``out / "training-runs"``, or a temporary
+    folder without ``out``).
     """
     seed = require_positive_int("seed", seed, minimum=0)
     cfg = config if config is not None else BatteryConfig.from_profile(profile)
@@ -949,9 +982,19 @@ def run_battery(normalizer, *, config: BatteryConfig | None = None, profile: str
         say("Lipschitz control")
         lipschitz = lipschitz_control(entries, cfg, seed)
         timings["lipschitz"] = time.perf_counter() - t
+        training = None
+        if cfg.training:
+            t = time.perf_counter()
+            if runs_dir is None and out is not None:
+                runs_dir = Path(out) / "training-runs"
+            training = training_part(entry, cfg.baselines, cfg.training_settings(),
+                                     cfg.factor_k, seed, runs_dir, progress=say)
+            timings["training"] = time.perf_counter() - t
     rows, checks, per_entry = [], {}, {}
     for e in entries:
         e_rows, details = battery_rows(e, cfg, variance, fits[e.label], depth, lipschitz)
+        if training is not None:
+            e_rows = e_rows + [r for r in training.rows if r.extra["normalizer"] == e.label]
         rows.extend(e_rows)
         checks[e.label] = details
         e_var = [r for r in variance if r["normalizer"] == e.label]
@@ -973,8 +1016,13 @@ def run_battery(normalizer, *, config: BatteryConfig | None = None, profile: str
             "lipschitz_budget": next(r["budget"] for r in lipschitz
                                      if r["normalizer"] == e.label),
         }
+    if training is not None:  # entries that only train (no normalization)
+        rows.extend(r for r in training.rows if r.extra["normalizer"] not in per_entry)
     config_dict = {"battery": cfg.to_dict(), "entries": [e.describe() for e in entries],
                    "threads": threads}
+    if training is not None:
+        config_dict["training"] = {"settings": cfg.training_settings().to_dict(),
+                                   "runs": {r.label: r.config for r in training.runs}}
     summary = {
         "plugin": name, "profile": cfg.profile, "seed": seed,
         "criteria": {"factor_k": cfg.factor_k, "width_band": cfg.width_band,
@@ -986,9 +1034,15 @@ def run_battery(normalizer, *, config: BatteryConfig | None = None, profile: str
         "timings_s": {**timings, "total": time.perf_counter() - started},
         "provenance": provenance(seed=seed, config=config_dict),
     }
+    if training is not None:
+        summary["training"] = {"settings": cfg.training_settings().to_dict(),
+                               "description": cfg.training_settings().describe(),
+                               "entries": training.summary}
     records = {"variance": variance, "fits": fits, "depth": depth, "lipschitz": lipschitz,
                "checks": checks}
-    result = BatteryResult(rows, {}, records, summary)
+    if training is not None:
+        records["training"] = training.points
+    result = BatteryResult(rows, {}, records, summary, training)
     if out is not None:
         write_battery(result, out, cfg)
     return result
@@ -998,10 +1052,11 @@ def try_normalizer(spec, *, profile: str = "quick", out: str | Path | None = Non
                    options: dict | None = None, layer_scale: float | None = None,
                    init: str | None = None, init_gain: float | None = None,
                    baselines: Sequence[str] | None = None, progress=None,
-                   **overrides) -> BatteryResult:
+                   runs_dir: str | Path | None = None, **overrides) -> BatteryResult:
     """``sntheory try`` from Python: load ``spec`` (validated against the contract), run the
-    ``profile`` battery (``overrides``: any :class:`BatteryConfig` field) beside the baselines and,
-    with ``out``, write figures and records there.
+    ``profile`` battery (``overrides``: any :class:`BatteryConfig` field, e.g.
+    ``training=False`` or ``train_steps=100``) beside the baselines and, with ``out``, write
+    figures and records there (training runs in ``runs_dir``, default ``out/training-runs``).
 
     >>> result = try_normalizer("experiments/try_example/geomean_norm.py:geomean_normalize",
     ...                         out="try-geomean")                     # doctest: +SKIP
@@ -1013,7 +1068,8 @@ def try_normalizer(spec, *, profile: str = "quick", out: str | Path | None = Non
             settings[key] = tuple(value) if key == "baselines" else value
     cfg = BatteryConfig.from_profile(profile, **settings)
     plugin = load_normalizer(spec, options=options, layer_scale=layer_scale)
-    return run_battery(plugin, config=cfg, seed=seed, out=out, progress=progress)
+    return run_battery(plugin, config=cfg, seed=seed, out=out, progress=progress,
+                       runs_dir=runs_dir)
 
 
 # ---- output ------------------------------------------------------------------------------------
@@ -1048,11 +1104,16 @@ def _write_csv(path: Path, rows: Sequence[dict]) -> None:
 
 def write_battery(result: BatteryResult, out: str | Path, cfg: BatteryConfig) -> dict[str, Path]:
     """Write ``battery.json`` (rows, summary, records, provenance), ``rows.csv``,
-    ``variance.csv``, ``depth.csv``, ``lipschitz.csv`` and the figures into ``out``."""
+    ``variance.csv``, ``depth.csv``, ``lipschitz.csv``, with training ``training.csv`` (one
+    line per probe step, batch and layer) and ``training_losses.csv``, and the figures into
+    ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prov = result.summary["provenance"]
     figures = plot_battery(result, out, cfg)
+    if result.training is not None:
+        figures.update(plot_training(result.training, out, factor_k=cfg.factor_k,
+                                     plugin=result.plugin_label))
     result.figures.update(figures)
     payload = {"experiment": EXPERIMENT, "provenance": prov, "summary": result.summary,
                "rows": [r.to_dict() for r in result.rows], "records": result.records,
@@ -1072,6 +1133,13 @@ def write_battery(result: BatteryResult, out: str | Path, cfg: BatteryConfig) ->
     files = {"json": out / "battery.json", "rows": out / "rows.csv",
              "variance": out / "variance.csv", "depth": out / "depth.csv",
              "lipschitz": out / "lipschitz.csv"}
+    if result.training is not None:
+        _write_csv(out / "training.csv", result.records["training"])
+        _write_csv(out / "training_losses.csv", [
+            {"normalizer": run.label, **row} for run in result.training.runs
+            for row in run.losses])
+        files.update({"training": out / "training.csv",
+                      "training_losses": out / "training_losses.csv"})
     return {**files, **figures}
 
 
@@ -1180,6 +1248,34 @@ def plot_battery(result: BatteryResult, out: str | Path, cfg: BatteryConfig) -> 
     return paths
 
 
+def _training_summary_lines(s: dict, result: BatteryResult) -> list[str]:
+    tr = s["training"]
+    k = s["criteria"]["factor_k"]
+    lines = [f"training: {tr['description']}",
+             f"  criteria: P1 ratios <= 1; grad/(B/s ||x||) <= 1; grad/(B_SN ||x||) <= {k:g}; "
+             f"layer balance and ratio to SNw >= {1 / k:g}; real-fake gap grows x2", "",
+             f"  {'normalizer':<22} {'HOLDS':>5} {'VIOL':>5}  {'P1 grad':>8} {'/(B/s)':>7} "
+             f"{'/B_SN':>7} {'balance':>8} {'vs SNw':>7} {'gap x':>7}  flagged"]
+    for label, e in tr["entries"].items():
+        tag = {"plugin": " *", "reference": "", "control": " (ctrl)"}[e["role"]]
+        vs = e.get("vs_snw_median_min")
+        growth = e["gap"]["growth"]
+        flagged = sorted({f.split(" [")[0] for f in e["flagged"]})
+        lines.append(f"  {label + tag:<22} {e['decisions']['HOLDS']:>5} "
+                     f"{e['decisions']['VIOLATED']:>5}  {e['p1_kernel_ratio_max']:>8.3g} "
+                     f"{e['budget_ratio_max']:>7.3g} {e['sn_ratio_max']:>7.3g} "
+                     f"{e['layer_balance_median']:>8.3g} "
+                     f"{'-' if vs is None else format(vs, '.3g'):>7} "
+                     f"{'inf' if growth >= 1e308 else format(growth, '.3g'):>7}  "
+                     f"{'; '.join(flagged) or '-'}")
+    lines.append("  P1 grad: worst per-sample kernel gradient / its P1 bound (every P1 statement "
+                 "is checked: the train-p1 row); /(B/s), /B_SN: worst per-sample gradient over "
+                 "the normalized bound; balance: "
+                 "median over steps of min/max layer gradient; vs SNw: weakest layer's median "
+                 "ratio to SNw; gap x: growth of the real-fake gap")
+    return lines
+
+
 def format_summary(result: BatteryResult) -> str:
     """A terminal summary: the plug-in's rows, then one line per baseline."""
     s = result.summary
@@ -1214,6 +1310,9 @@ def format_summary(result: BatteryResult) -> str:
     lines.append(f"  gain/layer*: per-layer amplitude factor, {first_stack}; *: the plug-in; "
                  f"(ctrl): negative control, expected to be flagged")
     lines.append("")
+    if "training" in s:
+        lines += _training_summary_lines(s, result)
+        lines.append("")
     verdict = ("FLAGGED: " + "; ".join(sorted({f.split(' [')[0] for f in
                                                 s['entries'][s['plugin']]['flagged']})))
     lines.append(verdict if s["any_plugin_violation"] else
@@ -1254,6 +1353,15 @@ class PluginBatteryParams:
     net_width: int | None = None
     lipschitz_scales: tuple[float, ...] | None = None
     factor_k: float | None = None
+    training: bool | None = None
+    train_steps: int | None = None
+    train_probe_every: int | None = None
+    train_width: int | None = None
+    train_depth: int | None = None
+    train_batch_size: int | None = None
+    train_probe_batch: int | None = None
+    train_lr: float | None = None
+    train_loss: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.normalizer, str) or not self.normalizer.strip():
@@ -1316,6 +1424,15 @@ def report_records(result: BatteryResult) -> list[dict]:
         out.append({"part": "lipschitz", "normalizer": r["normalizer"], "kind": "cifar-cnn",
                     "setting": r["probe"], "value": r["product"], "ci_low": r["product_lower"],
                     "ci_high": r["product_upper"], "budget": r["budget"]})
+    for p in result.records.get("training", []):
+        out.append({"part": "training", "normalizer": p["normalizer"], "kind": "dcgan",
+                    "setting": f"step {p['step']}, {p['batch']}, layer {p['layer']} "
+                               f"({p['layer_label']})",
+                    "value": p["grad_eff_fro_max"], "bound_p1": p["grad_eff_bound_max"],
+                    "grad_mean": p["grad_eff_fro_mean"], "p1_ratio": p["p1_ratio"],
+                    "sn_ratio": p["sn_ratio"], "budget_ratio": p["budget_ratio"],
+                    "input_norm_max": p["input_norm_max"], "step": p["step"],
+                    "layer": p["layer"], "batch": p["batch"]})
     return out
 
 
@@ -1340,6 +1457,20 @@ def report_summary(result: BatteryResult) -> str:
     lines.append("Baselines: " + "; ".join(refs) + ". Frobenius normalization and the "
                  "initializations without a normalizer are negative controls "
                  "(OUTSIDE-HYPOTHESES): they show the checks can fail.")
+    if "training" in s:
+        tr = s["training"]["entries"]
+        mine = tr[s["plugin"]]
+        vs = mine.get("vs_snw_median_min")
+        lines.append(
+            f"Training ({s['training']['description']}): {s['plugin']}'s worst P1 ratio "
+            f"{mine['p1_ratio_max']:.3g}, largest gradient {mine['sn_ratio_max']:.3g} B_SN ||x||, "
+            f"layer balance {mine['layer_balance_median']:.3g}"
+            + (f", weakest layer at {vs:.3g} of SNw's gradient" if vs is not None else "")
+            + "; flagged in training: "
+            + ", ".join(f"{label} ({', '.join(sorted({f.split(' [')[0] for f in e['flagged']}))})"
+                        for label, e in tr.items() if e["flagged"]) + "."
+            if any(e["flagged"] for e in tr.values()) else
+            f"Training ({s['training']['description']}): nothing flagged.")
     return " ".join(lines)
 
 
@@ -1354,6 +1485,15 @@ _CAPTIONS = {
              "an exploding one.",
     "lipschitz": "log10 of prod_l ||w~_l|| (exact operator norms) of the lab CIFAR discriminator "
                  "for each probe of raw weights; red: the budget B = prod s alpha_l, blue: 1/B.",
+    "training_gradients": "Paper Fig. 2 for every normalizer: each layer's largest per-sample "
+                          "gradient ||grad_{w_t} z(x)||_F on the real probe batch through "
+                          "training (solid) under its P1 bound (dashed, same colour); dotted: "
+                          "the normalized bound (B/s) max||x||, dash-dotted: the exploding "
+                          "threshold k B_SN max||x||.",
+    "training_vanishing": "Left: the weakest layer's mean gradient relative to SNw's at each "
+                          "probe step (same images); middle: smallest over largest layer "
+                          "gradient; red: the threshold 1/k below which gradients count as "
+                          "vanishing. Right: the discriminator's real-fake gap (running mean).",
 }
 
 
@@ -1362,8 +1502,12 @@ def run_report_kind(params: PluginBatteryParams, out_dir: Path, ctx) -> object:
     (experiment = the experiment's name), figures, flat records and a summary."""
     from ..report.experiments import ExperimentOutput, Figure
 
+    from ..report.kinds_lab import runs_root
+
     plugin = load_normalizer(_resolve_spec(params.normalizer), layer_scale=params.layer_scale)
-    result = run_battery(plugin, config=params.config(), seed=ctx.seed, out=out_dir)
+    config = params.config()
+    result = run_battery(plugin, config=config, seed=ctx.seed, out=out_dir,
+                         runs_dir=runs_root(ctx) if config.training else None)
     rows = [ClaimRow.from_dict({**r.to_dict(), "experiment": ctx.experiment or EXPERIMENT})
             for r in result.rows]
     figures = [Figure(path.name, _CAPTIONS[name]) for name, path in result.figures.items()
@@ -1379,7 +1523,8 @@ def register_report_kind():
     return register_kind(ExperimentKind(
         EXPERIMENT, PluginBatteryParams, run_report_kind,
         description="sanity battery of a weight normalizer: variance law, signal propagation, "
-                    "Lipschitz control, beside SNw/BSN/BSSN and negative controls"),
+                    "Lipschitz control, gradient control through a short GAN training run, "
+                    "beside SNw/BSN/BSSN and negative controls", version=2),
         replace=True)
 
 
