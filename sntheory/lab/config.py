@@ -248,7 +248,7 @@ class NormalizerSection:
     def _parse_plugin(cls, t: _Table) -> "NormalizerSection":
         """``name = "plugin:<spec>"``: the other keys are the plug-in's options; the spec is
         loaded and checked against the plug-in contract now (before any work starts)."""
-        from ..plugin.contract import load_normalizer
+        from ..plugin.contract import NormalizerContractError, load_normalizer
         name = t.string("name", None)
         spec = name[len("plugin:"):].strip()
         if not spec:
@@ -257,6 +257,8 @@ class NormalizerSection:
         kwargs = t.rest()
         try:
             load_normalizer(spec, options=kwargs or None)
+        except NormalizerContractError as error:   # keeps its class and `failure` code
+            raise type(error)(f"{t.where} name = {name!r}: {error}", error.failure) from None
         except (TypeError, ValueError, FileNotFoundError) as error:
             raise type(error)(f"{t.where} name = {name!r}: {error}") from None
         return cls(name=name, kwargs=kwargs)

@@ -87,6 +87,7 @@ training config names its normalizer by a spec (``"plugin:<spec>"``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -367,13 +368,17 @@ def train_entry(entry, settings: TrainingSettings, seed: int, runs_dir: str | Pa
 def training_entries(plugin_entry, baselines: Sequence[str]) -> list:
     """The entries that train: the plug-in, SNw (always: the vanishing-vs-snw reference), BSN,
     BSSN and Frobenius when among ``baselines``, and no normalization when any ``*-init``
-    baseline is (the Monte Carlo part's initialization controls become one untrained-scale
-    control here: torch's default initialization, nothing normalized)."""
+    baseline is (the Monte Carlo part's initialization controls become one control here:
+    torch's default initialization, nothing normalized). A plug-in labelled as a baseline
+    becomes ``"<label> (plug-in)"``, as in :func:`~sntheory.plugin.battery.run_battery`."""
     from .battery import Entry, baseline_entries
     from .contract import load_normalizer
 
     wanted = [b for b in ("snw", "bsn", "bssn", "frobenius") if b in baselines or b == REFERENCE]
-    entries = [plugin_entry, *baseline_entries(wanted)]
+    references = baseline_entries(wanted)
+    if plugin_entry.label in {e.label for e in references} | {"none"}:
+        plugin_entry = dataclasses.replace(plugin_entry, label=f"{plugin_entry.label} (plug-in)")
+    entries = [plugin_entry, *references]
     if any(b.endswith("-init") for b in baselines):
         entries.append(Entry("none", load_normalizer("none"), role="control",
                              control_reason="no normalizer: torch's default initialization; "
