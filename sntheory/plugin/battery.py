@@ -2,7 +2,8 @@
 
 :func:`run_battery` applies one normalizer (any :class:`~sntheory.plugin.contract.PluginNormalizer`)
 beside the baselines -- SNw, BSN, BSSN (scale 1.75), Frobenius normalization, and LeCun / Xavier /
-Kaiming initialization without normalization -- to three tests that need no training. Every entry
+Kaiming initialization without normalization -- to three tests that need no training, and to a
+short GAN training run (test 4). Every entry
 sees the *same* raw random numbers (common random numbers: differences between entries are not
 sampling noise); the raw weights of the normalizers are Gaussian with LeCun's variance
 ``1/fan_in`` (``init``, ``init_gain`` change that for the plug-in), those of the init baselines
@@ -74,6 +75,16 @@ follow their rule.
    ``| ||w~_b|| - |lambda| ||w~_a|| | <= ||w~_b - lambda w~_a|| <= alpha delta``, since
    ``||w~|| <= alpha ||w^|| <= alpha ||w||_F``.
 
+4. Gradient control through a short GAN training run (:mod:`sntheory.plugin.training`, skipped
+   with ``training=False``): the lab's DCGAN pair on digits at 16x16, ``train_steps`` WGAN steps
+   (quick 300, full 1000), probes every ``train_probe_every`` steps, for the plug-in beside SNw
+   (always: the reference), BSN, BSSN, Frobenius and no normalization (controls). Rows:
+   ``train-p1`` (P1 at every probe point, a theorem), ``train-p1-normalized`` (per-layer gradient
+   ``<= (B/s) ||x||``, the SN corollary with the declared budget), ``train-exploding`` (``<= k
+   B_SN ||x||``), ``train-vanishing-layers`` and ``train-vanishing-vs-snw`` (``>= 1/k`` of the
+   largest layer's / of SNw's gradient), ``train-trained`` (finite losses, the real-fake gap
+   doubled); derivations in that module.
+
 Statistical verdicts (tests 1 and 2) are decided by one-sided t-tests with Holm's step-down over
 every check of one normalizer (:func:`sntheory.monte_carlo.verdicts.assign_verdicts`, family-wise
 0.05); a row aggregates its checks (VIOLATED if any is, INCONCLUSIVE if any is, else HOLDS). Every
@@ -131,8 +142,12 @@ class BatteryConfig:
     :meth:`from_profile` applies overrides (unknown keys are an error).
 
     Measured on this repository's busy 2-core machine (one thread; plug-in plus the 7 baselines):
-    quick 40 s of CPU (105 s wall), full 365 s of CPU (the paper's 32x32 discriminator: the
-    Lipschitz test dominates).
+    tests 1-3: quick 40 s of CPU (105 s wall), full 365 s of CPU (the paper's 32x32
+    discriminator: the Lipschitz test dominates). The training part (``training``, ``train_*``:
+    :class:`~sntheory.plugin.training.TrainingSettings`) adds 6 runs of 7-11 s of CPU each at
+    300 steps (measured: 48 s for the quick part; the whole quick ``sntheory try`` of the example
+    plug-in took 64 s wall, 66 s of CPU, on a lightly loaded moment of that machine); at 1000
+    steps (full) about 3.3 times that (estimated from the per-step cost, not measured).
     """
 
     profile: str = "quick"
@@ -1493,7 +1508,9 @@ _CAPTIONS = {
     "training_vanishing": "Left: the weakest layer's mean gradient relative to SNw's at each "
                           "probe step (same images); middle: smallest over largest layer "
                           "gradient; red: the threshold 1/k below which gradients count as "
-                          "vanishing. Right: the discriminator's real-fake gap (running mean).",
+                          "vanishing. Right: the discriminator's real-fake gap (running mean) "
+                          "relative to its value at step 1; dashed: the growth x2 the "
+                          "train-trained row asks for.",
 }
 
 

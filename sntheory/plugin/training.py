@@ -110,7 +110,8 @@ from .contract import PluginNormalizer, register_normalizer, unregister_normaliz
 
 __all__ = ["TRAINING_REVISION", "TRAINING_TESTS", "TrainingSettings", "TrainingRun",
            "TrainingResult", "training_entries", "train_entry", "run_training", "probe_points",
-           "gap_growth", "training_rows", "plot_training", "plugin_spec", "plugin_fingerprint"]
+           "gap_growth", "layer_balance", "ratio_to_reference", "training_rows",
+           "training_part", "plot_training", "plugin_spec", "plugin_fingerprint"]
 
 TRAINING_REVISION = 1
 TRAINING_TESTS = ("train-p1", "train-p1-normalized", "train-exploding", "train-vanishing-layers",
@@ -516,6 +517,10 @@ def _p1_row(entry, run: TrainingRun, settings: TrainingSettings, hyp: str):
     if bad:
         note = (f"VIOLATED: {', '.join(sorted({r.extra['statement_id'] for r in bad}))}; "
                 + note)
+    elif ratio > 1 - 1e-6:
+        note += ("; a ratio of 1 within round-off is an equality, not a violation: that bound "
+                 "is attained (the raw-parameter bound of a 1 x n dense layer, or of no "
+                 "normalization, where grad_W = G)")
     return _row(entry, "train-p1", setting=f"training, {settings.steps} steps, P1",
                 statement="P1 at every probe point: ||grad_{w_t} z(x)||_F <= alpha_t "
                           "prod_{i!=t} ||w~_i|| ||x|| per sample (expanded, kernel, batch-loss, "
@@ -670,7 +675,7 @@ def plot_training(result: TrainingResult, out: str | Path, *, factor_k: float,
     gradient through training, its P1 bound dashed, the normalized bound ``(B/s) max||x||`` and
     the exploding threshold ``k B_SN max||x||`` in grey) and ``training_vanishing.png`` (the
     per-step ratio to SNw of each entry's weakest layer, the layer balance, and the real-fake
-    gaps)."""
+    gap's running mean relative to its value at step 1, each with its row's threshold)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -732,10 +737,10 @@ def plot_training(result: TrainingResult, out: str | Path, *, factor_k: float,
                     label=label)
         run = next(r for r in result.runs if r.label == label)
         gap = np.array([r["d_real"] - r["d_fake"] for r in run.losses])
-        if gap.size:
+        if gap.size and gap[0] != 0:
             w = min(max(1, len(gap) // 20), gap.size)
-            ax_gap.plot(np.arange(w, gap.size + 1), np.convolve(gap, np.ones(w) / w, "valid"),
-                        color=c, lw=lw, label=label)
+            running = np.convolve(gap, np.ones(w) / w, "valid") / abs(gap[0])
+            ax_gap.plot(np.arange(w, gap.size + 1), running, color=c, lw=lw, label=label)
     for ax in (ax_ref, ax_bal):
         ax.axhline(1 / factor_k, color="k", lw=1.2, ls="--", label=f"1/k = {1 / factor_k:g}")
         ax.set_yscale("log")
@@ -744,8 +749,9 @@ def plot_training(result: TrainingResult, out: str | Path, *, factor_k: float,
         ax.legend(fontsize=7)
     ax_ref.set_title("weakest layer: min_t gbar_t / gbar_t(SNw)", fontsize=9)
     ax_bal.set_title("layer balance: min_t gbar_t / max_t gbar_t", fontsize=9)
-    ax_gap.set_yscale("symlog", linthresh=1e-3)
-    ax_gap.set_title("real - fake gap E z(real) - E z(fake) (running mean)", fontsize=9)
+    ax_gap.axhline(GAP_GROWTH, color="k", lw=1.2, ls="--", label=f"x{GAP_GROWTH:g}")
+    ax_gap.set_yscale("symlog", linthresh=1.0)
+    ax_gap.set_title("real-fake gap (running mean) / |gap at step 1|", fontsize=9)
     ax_gap.set_xlabel("generator step")
     ax_gap.grid(True, alpha=0.3)
     ax_gap.legend(fontsize=7)
