@@ -518,9 +518,10 @@ def _p1_row(entry, run: TrainingRun, settings: TrainingSettings, hyp: str):
         note = (f"VIOLATED: {', '.join(sorted({r.extra['statement_id'] for r in bad}))}; "
                 + note)
     elif ratio > 1 - 1e-6:
-        note += ("; a ratio of 1 within round-off is an equality, not a violation: that bound "
-                 "is attained (the raw-parameter bound of a 1 x n dense layer, or of no "
-                 "normalization, where grad_W = G)")
+        note += ("; a ratio of 1 within round-off is an equality, not a violation: the "
+                 "raw-parameter bound c max(1, ||W||_F ||grad log c||) ||G|| is attained when "
+                 "the projection factor is 1 (a 1 x n dense layer, Frobenius, no "
+                 "normalization) and G is orthogonal to W")
     return _row(entry, "train-p1", setting=f"training, {settings.steps} steps, P1",
                 statement="P1 at every probe point: ||grad_{w_t} z(x)||_F <= alpha_t "
                           "prod_{i!=t} ||w~_i|| ||x|| per sample (expanded, kernel, batch-loss, "
