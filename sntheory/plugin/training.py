@@ -357,7 +357,11 @@ def train_entry(entry, settings: TrainingSettings, seed: int, runs_dir: str | Pa
             run_dir = root / _run_key(config, fingerprint or digest)
             with _locked(root / f"{run_dir.name}.lock"):
                 if not _finished(run_dir, settings.steps):
-                    _train_into(config, run_dir, progress)
+                    try:
+                        _train_into(config, run_dir, progress)
+                    except ValueError as error:   # name the entry and the run, keep the type
+                        raise ValueError(f"training run of {entry.label!r} in {str(run_dir)!r} "
+                                         f"failed: {error}") from error
                 records, losses, diverged = _read_run(run_dir)
         finally:
             if not keep:
