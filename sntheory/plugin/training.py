@@ -359,7 +359,9 @@ def train_entry(entry, settings: TrainingSettings, seed: int, runs_dir: str | Pa
                 if not _finished(run_dir, settings.steps):
                     try:
                         _train_into(config, run_dir, progress)
-                    except ValueError as error:   # name the entry and the run, keep the type
+                    except ValueError as error:
+                        if type(error) is not ValueError:   # contract errors name the plug-in
+                            raise
                         raise ValueError(f"training run of {entry.label!r} in {str(run_dir)!r} "
                                          f"failed: {error}") from error
                 records, losses, diverged = _read_run(run_dir)
