@@ -61,6 +61,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="override a battery setting of the profile (repeatable; VALUE as JSON), "
                         "e.g. --set variance_samples=48 --set 'depths=[2,4,8]'; names: the "
                         "fields of sntheory.plugin.BatteryConfig")
+    p.add_argument("--no-training", action="store_true",
+                   help="skip the short GAN training part (same as --set training=false)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
     return p
@@ -106,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         if args.baselines is not None:
             settings["baselines"] = tuple(b.strip() for b in args.baselines.split(",")
                                           if b.strip())
+        if args.no_training:
+            settings["training"] = False
         if args.init is not None:
             settings["init"] = args.init
         if args.init_gain is not None:
@@ -125,8 +129,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"sntheory try: error: {error}", file=sys.stderr)
         return 2
     print(format_summary(result))
-    print(f"\nfigures and records: {out}/ (battery.json, rows.csv, variance.png, depth.png, "
-          f"lipschitz.png)")
+    files = "battery.json, rows.csv, variance.png, depth.png, lipschitz.png"
+    if result.training is not None:
+        files += (", training_gradients.png, training_vanishing.png, training.csv; training runs "
+                  "in training-runs/")
+    print(f"\nfigures and records: {out}/ ({files})")
     return 1 if result.summary["any_plugin_violation"] else 0
 
 

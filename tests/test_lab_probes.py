@@ -475,3 +475,27 @@ def test_bad_input_is_rejected_with_clear_errors():
     with pytest.raises(ValueError, match="equal .* or disjoint"):
         hessian_spectral_norm(lambda p: (p[0] * p[1]).sum(), [torch.ones(3), torch.ones(3)],
                               rows=[0, 1], cols=[1])
+
+
+def test_a_normalizer_that_zeroes_the_weight_gives_finite_records():
+    """W_eff = 0 * W (c = 0): the per-sample raw-gradient form divides by c, so it is left out;
+    every record stays finite (the trainer rejects NaN records)."""
+    from torch import nn
+    from torch.nn.utils import parametrize
+
+    class _Zero(nn.Module):
+        def forward(self, w):
+            return 0.0 * w
+
+    disc = build_discriminator(NetConfig(**TINY), "none", seed=1)
+    parametrize.register_parametrization(disc.layers[0], "weight", _Zero())
+    real, fake = _batches(3)
+    records = P.probe_discriminator(disc, real, fake, step=1)
+    for r in records:
+        for k, v in r.items():
+            assert not (isinstance(v, float) and not math.isfinite(v)), (r["layer"], k)
+    first = [r for r in records if r["scope"] == "layer" and r["layer"] == 0]
+    others = [r for r in records if r["scope"] == "layer" and r["layer"] == 1]
+    assert len(first) == 2 and len(others) == 2
+    assert all("raw_grad_z_ratio_max" not in r for r in first)
+    assert all("raw_grad_z_ratio_max" in r for r in others)

@@ -944,14 +944,17 @@ def _probe_batch(work, x, batch, loss, weights, biases, factors, static, common,
             rec["raw_grad_bound"] = c * proj * g_fro
             rec["raw_grad_sheet_bound"] = c * g_fro
             rec["raw_grad_bound_p1"] = c * proj * rec["loss_grad_eff_bound"]
-            # per sample, through the identity grad_W = c (G + <G, W> grad log|c|)
-            dl = factors[t]["dlogc"].reshape(-1)
-            gw = g_weff[t] / factors[t]["c"]                      # <G_j, W_raw>
-            gd = g_dlogc[t]
-            sq = k_norm[t] ** 2 + 2 * gw * gd + gw ** 2 * float(dl @ dl)
-            raw_j = c * torch.sqrt(sq.clamp_min(0.0))
-            _worst(rec, "raw_grad_z", raw_j, c * proj * k_norm[t])
-            _worst(rec, "raw_grad_z_sheet", raw_j, c * k_norm[t])
+            # per sample, through the identity grad_W = c (G + <G, W> grad log|c|); a
+            # normalizer that maps this weight to zero (c = 0) has no per-sample form: the
+            # batch rows above still stand, the per-sample raw statistics are left out
+            if c > 0:
+                dl = factors[t]["dlogc"].reshape(-1)
+                gw = g_weff[t] / factors[t]["c"]                  # <G_j, W_raw>
+                gd = g_dlogc[t]
+                sq = k_norm[t] ** 2 + 2 * gw * gd + gw ** 2 * float(dl @ dl)
+                raw_j = c * torch.sqrt(sq.clamp_min(0.0))
+                _worst(rec, "raw_grad_z", raw_j, c * proj * k_norm[t])
+                _worst(rec, "raw_grad_z_sheet", raw_j, c * k_norm[t])
 
         tot_meas_exp += meas_exp ** 2
         tot_meas_ker += k_norm[t] ** 2
