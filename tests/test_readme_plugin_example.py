@@ -6,7 +6,6 @@ import dataclasses
 import re
 from pathlib import Path
 
-import pytest
 
 import sntheory.plugin as plugin
 from sntheory.plugin import contract
