@@ -146,14 +146,15 @@ from ..conv.operator import conv_operator_norm, zero_padding_tori
 from ..conv.reshaped import reshaped_norms_with_bounds
 from ..normalizers.snconv import conv_adjoint, conv_apply
 from ..spectral import largest_singular_value
+from .config import LOSSES
 from .hessian import block_lanczos, hessian_spectral_norm, sigmoid_second_derivative_sup
 from .nets import Discriminator
+from .train import per_sample_loss
 
 __all__ = ["LOSSES", "ProbeOptions", "OperatorNormCache", "probe_discriminator",
            "per_sample_loss", "layer_operator_norms", "PROBE_VERSION"]
 
 PROBE_VERSION = 1
-LOSSES = ("wgan", "hinge", "ns")
 OPERATOR_NORM_MODES = ("warm", "reference")
 _U = 2.0 ** -53
 _PER_SAMPLE_BYTES = 128 << 20       # memory for one chunk of per-sample kernel gradients
@@ -273,24 +274,7 @@ class OperatorNormCache:
 
 
 # --------------------------------------------------------------------------------------------------
-# losses
-
-
-def per_sample_loss(z: torch.Tensor, batch: str, loss: str) -> torch.Tensor:
-    """The discriminator's loss on each sample, ``(B,)``, for ``z`` = the output pre-activation.
-
-    ``wgan``: real ``-z``, fake ``z``. ``hinge``: real ``relu(1 - z)``, fake ``relu(1 + z)``.
-    ``ns`` (non-saturating, sigmoid output ``D = sigmoid(z)``): real ``-log D = softplus(-z)``,
-    fake ``-log(1 - D) = softplus(z)``.
-    """
-    require_choice("loss", loss, LOSSES)
-    require_choice("batch", batch, ("real", "fake"))
-    sign = -1.0 if batch == "real" else 1.0
-    if loss == "wgan":
-        return sign * z
-    if loss == "hinge":
-        return F.relu(1.0 + sign * z)
-    return F.softplus(sign * z)
+# losses (per_sample_loss lives in .train, next to the training loss it defines)
 
 
 def _loss_derivative(z: torch.Tensor, batch: str, loss: str) -> torch.Tensor:

@@ -68,7 +68,7 @@ from .._validation import require_choice, require_positive_int
 from .config import LOSSES, TrainConfig, load_config
 from .nets import Discriminator, build_discriminator, build_generator
 
-__all__ = ["train", "load_run", "RunSummary", "LoadedRun", "discriminator_loss",
+__all__ = ["train", "load_run", "RunSummary", "LoadedRun", "per_sample_loss", "discriminator_loss",
            "generator_loss", "gradient_penalty", "resolve_device", "derive_seed",
            "read_losses", "read_probes", "list_checkpoints", "save_image_grid"]
 
@@ -104,14 +104,28 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def per_sample_loss(z: torch.Tensor, batch: str, loss: str) -> torch.Tensor:
+    """The discriminator's loss on each sample, ``(B,)``, for ``z`` = the output pre-activation.
+
+    ``wgan``: real ``-z``, fake ``z``. ``hinge``: real ``relu(1 - z)``, fake ``relu(1 + z)``.
+    ``ns`` (non-saturating, sigmoid output ``D = sigmoid(z)``): real ``-log D = softplus(-z)``,
+    fake ``-log(1 - D) = softplus(z)``.
+    """
+    require_choice("loss", loss, LOSSES)
+    require_choice("batch", batch, ("real", "fake"))
+    sign = -1.0 if batch == "real" else 1.0
+    if loss == "wgan":
+        return sign * z
+    if loss == "hinge":
+        return F.relu(1.0 + sign * z)
+    return F.softplus(sign * z)
+
+
 def discriminator_loss(loss: str, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
     """The discriminator's loss from its outputs ``z`` on real and fake batches (module docstring)."""
     require_choice("loss", loss, LOSSES)
-    if loss == "wgan":
-        return d_fake.mean() - d_real.mean()
-    if loss == "hinge":
-        return F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
-    return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+    return (per_sample_loss(d_real, "real", loss).mean()
+            + per_sample_loss(d_fake, "fake", loss).mean())
 
 
 def generator_loss(loss: str, d_fake: torch.Tensor) -> torch.Tensor:
