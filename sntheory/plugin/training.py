@@ -104,6 +104,7 @@ import numpy as np
 from torch import nn
 
 from .._validation import require_choice, require_positive_float, require_positive_int
+from ..monte_carlo.store import atomic_write_text
 from ..monte_carlo.verdicts import Verdict
 from ..report.rows import ClaimRow
 from .contract import PluginNormalizer, register_normalizer, unregister_normalizer
@@ -326,9 +327,7 @@ def _train_into(config: dict, run_dir: Path, progress: bool) -> None:
     except FloatingPointError as error:
         done = read_losses(run_dir)
         marker = {"step": (done[-1]["step"] if done else 0) + 1, "message": str(error)}
-        tmp = run_dir / "diverged.json.tmp"
-        tmp.write_text(json.dumps(marker, sort_keys=True))
-        os.replace(tmp, run_dir / "diverged.json")
+        atomic_write_text(run_dir / "diverged.json", json.dumps(marker, sort_keys=True))
 
 
 def _read_run(run_dir: Path) -> tuple[list[dict], list[dict], dict | None]:
