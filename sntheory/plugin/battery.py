@@ -111,6 +111,7 @@ from ..claims.base import case_verdict, variance_estimate
 from ..conv.alpha import coverage_alpha
 from ..conv.operator import conv_operator_norm
 from ..monte_carlo.estimators import Estimate, Moments
+from ..monte_carlo.store import atomic_write_text
 from ..monte_carlo.verdicts import BoundCheck, Verdict, assign_verdicts
 from ..provenance import provenance
 from ..random_weights import block_generator, case_spawn_key
@@ -1133,7 +1134,7 @@ def write_battery(result: BatteryResult, out: str | Path, cfg: BatteryConfig) ->
     payload = {"experiment": EXPERIMENT, "provenance": prov, "summary": result.summary,
                "rows": [r.to_dict() for r in result.rows], "records": result.records,
                "figures": {k: v.name for k, v in figures.items()}}
-    (out / "battery.json").write_text(json.dumps(_finite_json(payload), indent=1))
+    atomic_write_text(out / "battery.json", json.dumps(_finite_json(payload), indent=1))
     _write_csv(out / "rows.csv", [r.to_dict() for r in result.rows])
     _write_csv(out / "variance.csv", [
         {k: v for k, v in r.items() if k not in ("refs", "ratio")} | {
