@@ -15,6 +15,7 @@ parameters, seed, block size), so a store never mixes results of different confi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -22,7 +23,26 @@ from pathlib import Path
 
 from .estimators import Moments
 
-__all__ = ["ResultStore", "atomic_write_text"]
+__all__ = ["ResultStore", "atomic_write_text", "exclusive_lock"]
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path):
+    """An exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block: two
+    processes sharing a cache never compute one entry twice. No-op where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

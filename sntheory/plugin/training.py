@@ -104,7 +104,7 @@ import numpy as np
 from torch import nn
 
 from .._validation import require_choice, require_positive_float, require_positive_int
-from ..monte_carlo.store import atomic_write_text
+from ..monte_carlo.store import atomic_write_text, exclusive_lock
 from ..monte_carlo.verdicts import Verdict
 from ..report.rows import ClaimRow
 from .contract import PluginNormalizer, register_normalizer, unregister_normalizer
@@ -292,23 +292,6 @@ def _run_key(config: dict, fingerprint: str) -> str:
     return "plugin-" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on ``path``: two processes sharing ``runs_dir`` never train one run twice."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _finished(run_dir: Path, steps: int) -> bool:
     from ..lab.train import list_checkpoints
 
@@ -354,7 +337,7 @@ def train_entry(entry, settings: TrainingSettings, seed: int, runs_dir: str | Pa
         root = Path(runs_dir) if keep else Path(tempfile.mkdtemp(prefix="sntheory-try-"))
         try:
             run_dir = root / _run_key(config, fingerprint or digest)
-            with _locked(root / f"{run_dir.name}.lock"):
+            with exclusive_lock(root / f"{run_dir.name}.lock"):
                 if not _finished(run_dir, settings.steps):
                     try:
                         _train_into(config, run_dir, progress)

@@ -65,7 +65,6 @@ The kinds and their verdicts
 from __future__ import annotations
 
 import atexit
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -80,6 +79,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..monte_carlo.store import exclusive_lock
 from ..monte_carlo.verdicts import Verdict, holm_reject
 from .experiments import (ExperimentKind, ExperimentOutput, Figure, RunContext, register_kind,
                           verdict_counts)
@@ -319,23 +319,6 @@ def run_is_finished(run_dir: Path, steps: int) -> bool:
             and (run_dir / "config.json").is_file())
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on ``path`` (two reports sharing a cache never train one run twice)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_training_run(train_config, ctx: RunContext) -> Path:
     """Train the run of ``train_config`` (a TrainConfig, its dict or a TOML path) unless a finished
     copy exists, and return its run directory ``runs_root(ctx) / training_run_key(config)``.
@@ -352,7 +335,7 @@ def ensure_training_run(train_config, ctx: RunContext) -> Path:
     key = training_run_key(cfg)
     root = runs_root(ctx)
     run_dir = root / key
-    with _locked(root / f"{key}.lock"):
+    with exclusive_lock(root / f"{key}.lock"):
         if not run_is_finished(run_dir, cfg.run.steps):
             train(cfg, run_dir, resume=True, progress=ctx.progress)
             if not run_is_finished(run_dir, cfg.run.steps):
