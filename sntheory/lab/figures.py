@@ -18,8 +18,19 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["plot_gradient_norms", "plot_losses", "gradient_series"]
+__all__ = ["plot_gradient_norms", "plot_losses", "gradient_series", "save_figure"]
 
+
+
+def save_figure(fig, path: str | Path, *, title: str = "", dpi: int = 110) -> Path:
+    """Give ``fig`` its suptitle, lay it out and write it as a PNG (parent folders created)."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
 
 def _records(source) -> list[dict]:
     if isinstance(source, (str, Path)):
@@ -93,13 +104,7 @@ def plot_gradient_norms(runs: Mapping[str, object], path: str | Path, *, batch: 
     axes[0].set_ylabel(f"||grad_w D(x)||_F per layer (max over the {batch} probe batch)")
     axes[0].plot([], [], color="k", ls="--", lw=1.0, label="P1 bound (per layer)")
     axes[0].legend(fontsize=7, loc="best")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, title=title)
 
 
 def plot_losses(runs: Mapping[str, str | Path], path: str | Path, *, title: str = "") -> Path:
@@ -135,10 +140,4 @@ def plot_losses(runs: Mapping[str, str | Path], path: str | Path, *, title: str 
         ax.set_xlabel("generator step")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, title=title)

@@ -27,6 +27,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..lab.figures import save_figure
+
 __all__ = ["Line", "RefLine", "Panel", "panels_figure", "bound_ratio_figure",
            "paired_gradients_figure", "scaled_gradients_figure", "variance_figure",
            "ratio_figure", "series_by"]
@@ -124,13 +126,7 @@ def panels_figure(panels: Sequence[Panel], path: str | Path, *, title: str = "",
         ax.grid(True, which="major", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6.5, loc="best")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, title=title)
 
 
 # ---- data selection ----------------------------------------------------------------------------
