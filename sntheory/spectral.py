@@ -33,19 +33,44 @@ Paths (``method=``)
                    one step, i.e. one pass over the float64 matrix; no confirming step:
                    the float32 stage has confirmed).  float32 input: same as
                    ``"lanczos-gap"``.
-``"auto"``         by shape and dtype: ``"tiny"`` for a small side (k <= 8, or up to 48 when a
-                   cost model says it beats Lanczos: up to ~28 for square matrices, more for
-                   elongated ones), ``"mixed"`` for float64 with ``m n >= 300^2``, else
-                   ``"lanczos-gap"`` (see ``_choose``; measured crossovers noted there).
+``"auto"``         by shape: ``"tiny"`` for a small side (k <= 8, or up to 48 when a cost
+                   model says it beats Lanczos: up to ~28 for square matrices, more for
+                   elongated ones), else ``"lanczos"`` (see ``_choose``; measured crossovers
+                   noted there).
+``"fast"``         as "auto", but ``"mixed"`` for float64 with ``m n >= 300^2`` and
+                   ``"lanczos-gap"`` otherwise in place of ``"lanczos"`` (what the Monte Carlo
+                   claims use).
 
 Accuracy: for float64 input every fast path agrees with the float64 SVD to a relative
 ``rtol`` (default 1e-12; the round-off floor is ~1e-14), tested on >1000 random and
 adversarial matrices.  Known limitation of the gap-refined paths ("lanczos-gap", "mixed", so
-also "auto" for mid/large sizes): if sigma_1 and sigma_2 differ by a relative gap g smaller
+also "fast" for mid/large sizes): if sigma_1 and sigma_2 differ by a relative gap g smaller
 than about sqrt(rtol) and the rest of the spectrum is well separated, Lanczos may stop before
 it resolves the pair; ``sigma`` then lies between sigma_2 and sigma_1, so the error is at most
 g, while ``error_bound`` does not see it.  ``"tiny"``, ``"gram"`` and ``"lanczos"`` have no
 such blind spot (``"lanczos"``: see :class:`TopSingularValue`).
+
+Known limitation of every Lanczos path ("lanczos", "lanczos-gap", "mixed"): misconvergence.
+The Krylov space grows from one fixed start vector v0.  If v0 is nearly orthogonal to the top
+right singular vector v1, the iteration can converge to sigma_2 (with a small residual and a
+valid-looking gap) before the v1 component has grown enough to show; the result is then sigma_2
+and the error is the gap sigma_1 - sigma_2, which ``error_bound`` does not see.  Whether it
+happens depends on |v1 . v0| against the growth of the Krylov polynomial at the stopping point,
+so it gets rarer the more iterations a path makes.  Measured on Gaussian 512 x 256 matrices
+(|v1 . v0| ~ 2.6e-6 against a typical 0.04 in the cases examined): "lanczos-gap" at rtol 1e-10
+(~36 passes) missed on 2 of 5000 (errors 4.8e-3 and 2.4e-3, each exactly sigma_2), at 1e-8 on 2,
+at 1e-7 on 4, at 1e-5 on 20; "mixed" at 1e-10 (~38 passes: its float32 stage runs to rtol/4)
+on 1 of 15000 (two seeds), at 1e-8 on 2 of 5000; "lanczos" ("auto": rtol 1e-12, ~55 passes) on
+none of 15000.  No path missed in 20000 64 x 64, 20000 128 x 128, 5000 256 x 256 and 3000
+400 x 300 matrices (tests/test_spectral_misconvergence.py re-measures 1000 of the 512 x 256
+ones; slow).  For a Monte Carlo mean this is immaterial (a rate of ~1e-4 of samples off by
+~0.5% moves the mean by ~5e-7 relative), and it is why the Monte Carlo claims keep rtol at 1e-10
+rather than loosening it toward their statistical precision: at 1e-5 the rate is ten times
+higher.  A start block of two or more vectors (block Lanczos) would square the miss
+probability; it is not implemented (measured: a fused pass with two vectors costs 1.9x one
+with a single vector on the development machine, 4096 x 1024 float32 storage, so it would not
+pay for itself in fewer passes).  For a single matrix whose sigma_1 must be certain use
+``method="svd"`` (or "tiny"/"gram" for small sides).
 
 :func:`normalized_sums` returns, beside sigma_1, the two sums of ``A / sigma_1`` that a Monte
 Carlo over spectrally normalised matrices needs (``||A/sigma_1||_F^2``, ``sum_ij``); on the
@@ -370,9 +395,11 @@ def largest_singular_value(a, *, method: str = "auto", rtol: float = 1e-12) -> T
         depend on the gap below sigma_1 ("tiny", "lanczos"): relative error <= rtol always
         (with the caveats of :class:`TopSingularValue`). "fast" may also pick the gap-refined
         "lanczos-gap"/"mixed" (30-40% fewer passes): relative error <= rtol when the relative
-        gap (sigma_1 - sigma_2)/sigma_1 exceeds ~sqrt(rtol), and at most that gap otherwise, so
-        never more than ~sqrt(rtol) -- the right trade for Monte Carlo over random matrices,
-        not for adversarial ones. See the module docstring.
+        gap (sigma_1 - sigma_2)/sigma_1 exceeds ~sqrt(rtol), and at most that gap otherwise
+        -- the right trade for Monte Carlo over random matrices, not for adversarial ones.
+        Every Lanczos path can, rarely, converge to sigma_2 when the fixed start vector is
+        nearly orthogonal to the top singular vector (measured rates in the module
+        docstring); use "svd" when one matrix's sigma_1 must be certain.
     rtol : float in (0, 1)
         Target relative accuracy of the iterative paths ("tiny" and the Lanczos paths): they
         stop once ``error_bound <= rtol * sigma`` (or at the round-off floor, ~1e-14, if rtol
