@@ -53,7 +53,7 @@ __all__ = ["CLAIM", "L_REF", "Thm3Case", "parse_kernels", "make_tasks", "sample_
 CLAIM = "thm3"
 CLAIM_VERSION = 1
 L_REF = 13 / 6
-SPECTRAL_RTOL = 1e-10  # "fast" paths: error <= ~1e-5 relative at worst (see thm2.SPECTRAL_RTOL)
+SPECTRAL_RTOL = 1e-10  # "fast" paths: what their error can be, and why 1e-10: thm2.SPECTRAL_RTOL
 BLOCK_ENTRIES = 1 << 18
 
 DEFAULT_KERNELS: tuple[tuple[int, int, int, int], ...] = (
