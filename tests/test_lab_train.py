@@ -245,7 +245,7 @@ def test_gradient_penalty_of_a_linear_critic_and_its_weight_gradient():
     gp = gradient_penalty(critic, real, fake, torch.rand(3, generator=g, dtype=torch.float64))
     w = lin.weight.detach().reshape(-1)
     norm = float(w.norm())
-    assert math.isclose(float(gp), (norm - 1) ** 2, rel_tol=1e-13)
+    assert math.isclose(float(gp.detach()), (norm - 1) ** 2, rel_tol=1e-13)
     (grad,) = torch.autograd.grad(gp, lin.weight)
     torch.testing.assert_close(grad.reshape(-1), 2 * (norm - 1) * w / norm, rtol=1e-12,
                                atol=1e-14)
