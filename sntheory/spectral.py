@@ -61,9 +61,9 @@ so it gets rarer the more iterations a path makes.  Measured on Gaussian 512 x 2
 (~36 passes) missed on 2 of 5000 (errors 4.8e-3 and 2.4e-3, each exactly sigma_2), at 1e-8 on 2,
 at 1e-7 on 4, at 1e-5 on 20; "mixed" at 1e-10 (~38 passes: its float32 stage runs to rtol/4)
 on 1 of 15000 (two seeds), at 1e-8 on 2 of 5000; "lanczos" ("auto": rtol 1e-12, ~55 passes) on
-none of 15000.  No path missed in 20000 64 x 64, 20000 128 x 128, 5000 256 x 256 and 3000
-400 x 300 matrices (tests/test_spectral_misconvergence.py re-measures 1000 of the 512 x 256
-ones; slow).  For a Monte Carlo mean this is immaterial (a rate of ~1e-4 of samples off by
+none of 15000.  Neither the "fast" nor the "auto" choice missed in 20000 64 x 64, 20000
+128 x 128, 10000 512 x 128, 5000 256 x 256, 5000 256 x 512, 3000 400 x 300 and 3000 1024 x 256
+matrices (tests/test_spectral_misconvergence.py re-measures 1000 of the 512 x 256 ones; slow).  For a Monte Carlo mean this is immaterial (a rate of ~1e-4 of samples off by
 ~0.5% moves the mean by ~5e-7 relative), and it is why the Monte Carlo claims keep rtol at 1e-10
 rather than loosening it toward their statistical precision: at 1e-5 the rate is ten times
 higher.  A start block of two or more vectors (block Lanczos) would square the miss
