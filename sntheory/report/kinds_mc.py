@@ -140,9 +140,19 @@ class Thm2Params:
                 for m, n in shapes]
 
 
+def _check_columns(record: dict, names: tuple[str, ...]) -> dict:
+    """``verdict_<check>`` and ``observed_<check>`` columns of a flattened record, in ``names`` order."""
+    checks = {c["name"]: c for c in record["checks"]}
+    out = {}
+    for name in names:
+        key = name.replace("-", "_")
+        out[f"verdict_{key}"] = checks[name]["verdict"]
+        out[f"observed_{key}"] = checks[name]["observed"]
+    return out
+
+
 def _thm2_record(record: dict, role: str) -> dict:
     p, b = record["params"], record["bounds"]
-    checks = {c["name"]: c for c in record["checks"]}
     flat = {
         "claim": "T2", "role": role, "m": p["m"], "n": p["n"], "dist": p["dist"],
         "normalizer": p["normalizer"], "n_samples": record["n_samples"],
@@ -156,10 +166,7 @@ def _thm2_record(record: dict, role: str) -> dict:
         "bai_yin_ratio": record["bai_yin_ratio"]["estimate"],
         "mean_stable_rank": record["mean_stable_rank"], "case_verdict": record["verdict"],
     }
-    for name in ("upper", "gauss-lb", "L-ref"):
-        key = name.replace("-", "_")
-        flat[f"verdict_{key}"] = checks[name]["verdict"]
-        flat[f"observed_{key}"] = checks[name]["observed"]
+    flat.update(_check_columns(record, ("upper", "gauss-lb", "L-ref")))
     return flat
 
 
@@ -307,7 +314,6 @@ class Thm3Params:
 
 def _thm3_record(record: dict) -> dict:
     p, b = record["params"], record["bounds"]
-    checks = {c["name"]: c for c in record["checks"]}
     inside = parse_distribution(p["dist"]).in_lower_bound_hypothesis
     flat = {
         "claim": "T3", "role": "main" if inside else "control", "c_out": p["c_out"],
@@ -326,10 +332,7 @@ def _thm3_record(record: dict) -> dict:
         "var_snw": record["snw"]["estimate"], "var_snw_ci_low": record["snw"]["ci_low"],
         "var_snw_ci_high": record["snw"]["ci_high"], "case_verdict": record["verdict"],
     }
-    for name in ("upper", "gauss-lb", "L-ref", "snw-upper"):
-        key = name.replace("-", "_")
-        flat[f"verdict_{key}"] = checks[name]["verdict"]
-        flat[f"observed_{key}"] = checks[name]["observed"]
+    flat.update(_check_columns(record, ("upper", "gauss-lb", "L-ref", "snw-upper")))
     return flat
 
 
