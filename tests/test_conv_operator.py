@@ -29,14 +29,11 @@ HYP = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
+def _one_thread(one_torch_thread):
     """One BLAS/torch thread: the dense SVDs of many small matrices, on a shared machine."""
     from threadpoolctl import threadpool_limits
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
     with threadpool_limits(limits=1):
         yield
-    torch.set_num_threads(old)
 
 
 def dense_norms(w: np.ndarray, g: ConvGeometry) -> np.ndarray:

@@ -18,12 +18,7 @@ from sntheory.lab.nets import (Discriminator, NetConfig, build_discriminator, bu
 from sntheory.normalizers import NORMALIZERS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is faster on a shared 2-core machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 KWARGS = {"ssn": {"scale": 1.7}, "bssn": {"scale": 0.8}, "diff-gamma": {"gamma": 1.3}}

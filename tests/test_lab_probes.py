@@ -24,14 +24,7 @@ from sntheory.lab.nets import NetConfig, build_discriminator
 TINY = dict(arch="dcgan", image_size=8, width=4, depth=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny float64 networks: on the shared 2-core machine two torch threads are many times
-    slower than one (as tests/test_prop2_thm1.py measured); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batches(seed, n=5, shape=(1, 8, 8)):

@@ -31,12 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT = REPO / "experiments" / "lab_mnist"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**changes) -> dict:

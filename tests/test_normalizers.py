@@ -26,14 +26,7 @@ from sntheory.normalizers import (NORMALIZERS, GammaSpectralNorm, SpectralNormCo
                                   snw_normalize, ssn, ssn_normalize)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are tiny: with 2 intra-op threads on a busy 2-core machine, a 500 x 300 SVD
-    # took 25x longer than with one. Restored afterwards for the other test modules.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- building blocks ---------------------------------------------------------------------------

@@ -51,12 +51,7 @@ def tiny(**extra) -> BatteryConfig:
     return BatteryConfig.from_profile("quick", **{**TINY, **extra})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- normalizers used as plug-ins --------------------------------------------------------------

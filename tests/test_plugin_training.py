@@ -37,12 +37,7 @@ SMOKE = T.TrainingSettings(steps=40, probe_every=20)
 K = 10.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- normalizers with known behaviour ----------------------------------------------------------

@@ -18,12 +18,7 @@ from test_lab_probes import aligned_mlp
 TINY = dict(arch="dcgan", image_size=8, width=4, depth=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(seed, n=6):

@@ -33,14 +33,7 @@ from sntheory.report.lab_figures import (prop2_figure, thm1_rescaling_figure,
 from sntheory.report.rows import ClaimRow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny float64 networks: on a shared 2-core machine two torch threads made them ~15x
-    slower (measured: 30 Adam steps 5.9 s vs 0.37 s); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _disc(arch="dcgan", activation="leaky_relu:0.1", bias=True, normalizer="snw", seed=0,
