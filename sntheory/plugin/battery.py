@@ -176,14 +176,15 @@ class BatteryConfig:
     init: str = "lecun"
     init_gain: float = 1.0
     training: bool = True
-    train_steps: int = 300
-    train_probe_every: int = 50
-    train_width: int = 32
-    train_depth: int = 2
-    train_batch_size: int = 64
-    train_probe_batch: int = 16
-    train_lr: float = 2e-4
-    train_loss: str = "wgan"
+    # the training part's defaults are TrainingSettings' own (one source)
+    train_steps: int = TrainingSettings.steps
+    train_probe_every: int = TrainingSettings.probe_every
+    train_width: int = TrainingSettings.width
+    train_depth: int = TrainingSettings.depth
+    train_batch_size: int = TrainingSettings.batch_size
+    train_probe_batch: int = TrainingSettings.probe_batch
+    train_lr: float = TrainingSettings.lr
+    train_loss: str = TrainingSettings.loss
 
     def __post_init__(self) -> None:
         require_choice("profile", self.profile, tuple(PROFILES) + ("custom",))
